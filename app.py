@@ -1,0 +1,102 @@
+"""Start the web UI (and, with --api, the A1111-compatible API) on one server.
+
+    python app.py                 # UI at http://127.0.0.1:7860
+    python app.py --api           # UI + /sdapi/v1
+    python app.py --nowebui       # API only, port 7861
+"""
+from __future__ import annotations
+
+import os
+
+# Offline and quiet by default: no analytics, no hub lookups. Set before gradio / huggingface are imported.
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+os.environ.setdefault("DO_NOT_TRACK", "1")
+
+import logging  # noqa: E402
+import sys  # noqa: E402
+import threading  # noqa: E402
+import time  # noqa: E402
+
+from modules.cmd_args import bind_address, check_network_exposure, parse_args  # noqa: E402
+
+log = logging.getLogger("webui")
+
+
+def parse_auth(value: str | None) -> list[tuple[str, str]] | None:
+    if not value:
+        return None
+    pairs = []
+    for item in value.split(","):
+        user, sep, password = item.strip().partition(":")
+        if not sep or not user:
+            raise SystemExit(f"auth must be 'user:password[,user2:password2]', got {item!r}")
+        pairs.append((user, password))
+    return pairs
+
+
+def build_app(args, runtime):
+    """The FastAPI app: API routes (with --api) and the Gradio UI mounted at / (unless --nowebui)."""
+    from fastapi import FastAPI
+
+    app = FastAPI(title="Stable Diffusion web UI", docs_url="/docs" if args.api else None, redoc_url=None)
+    if args.api:
+        from modules.api.api import mount_api
+
+        mount_api(app, runtime)
+    if not args.nowebui:
+        import gradio as gr
+
+        from modules import ui
+
+        demo = ui.create_ui(runtime)
+        app = gr.mount_gradio_app(app, demo, path="/", auth=parse_auth(args.gradio_auth), css=ui.CSS,
+                                  server_name=bind_address(args), server_port=args.port, show_error=True)
+    return app
+
+
+def main(argv: list[str] | None = None) -> None:
+    started = time.perf_counter()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    args = parse_args(argv)
+    problem = check_network_exposure(args)
+    if problem:
+        log.error(problem)
+        sys.exit(2)
+
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    from modules.job_queue import JobQueue
+    from modules.runtime import Runtime
+
+    runtime = Runtime.create(args)
+    runtime.queue = JobQueue(runtime.paths.history_db)
+    if not args.skip_load_model_at_start:
+        runtime.load_initial_model()
+    app = build_app(args, runtime)
+
+    import uvicorn
+
+    host = bind_address(args)
+    config = uvicorn.Config(app, host=host, port=args.port, log_level="warning")
+    server = uvicorn.Server(config)
+    url = f"http://{'127.0.0.1' if host == '0.0.0.0' else host}:{args.port}"
+
+    def announce() -> None:
+        while not server.started:
+            time.sleep(0.05)
+        log.info("Running on %s (startup %.1fs)%s", url, time.perf_counter() - started,
+                 " — API at /sdapi/v1, docs at /docs" if args.api else "")
+
+    threading.Thread(target=announce, daemon=True).start()
+    try:
+        server.run()
+    finally:
+        runtime.queue.close(timeout=5)
+
+
+if __name__ == "__main__":
+    main()

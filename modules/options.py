@@ -1,0 +1,114 @@
+"""Settings: one pydantic model with A1111's option names, persisted to ``config.json``.
+
+Unknown keys (an extension's options, a newer version's) are kept and written back untouched. A value that does not
+validate is reported and its default used, so a hand-edited config can never stop the app from starting.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+log = logging.getLogger(__name__)
+
+
+class Options(BaseModel):
+    model_config = ConfigDict(extra="allow", validate_assignment=True)
+
+    # Stable Diffusion
+    sd_model_checkpoint: str = Field("", description="Stable Diffusion checkpoint")
+    sd_checkpoints_limit: int = Field(1, ge=1, le=10, description="Maximum number of checkpoints loaded at the same time")
+    sd_vae: str = Field("Automatic", description="SD VAE")
+    CLIP_stop_at_last_layers: int = Field(1, ge=1, le=12, description="Clip skip")
+    emphasis: Literal["Original", "No norm", "None"] = Field("Original", description="Emphasis mode")
+    use_old_scheduling: bool = Field(False, description="Use old prompt editing timelines")
+    randn_source: Literal["CPU"] = Field("CPU", description="Random number generator source (noise is always made on the CPU so seeds reproduce on every device)")
+    eta_noise_seed_delta: int = Field(0, ge=0, description="Eta noise seed delta (ENSD)")
+    initial_noise_multiplier: float = Field(1.0, ge=0.0, le=1.5, description="Noise multiplier for img2img")
+    img2img_fix_steps: bool = Field(False, description="With img2img, do exactly the amount of steps the slider specifies")
+    # Sampler parameters
+    eta_ancestral: float = Field(1.0, ge=0.0, le=1.0, description="Eta for k-diffusion samplers")
+    eta_ddim: float = Field(0.0, ge=0.0, le=1.0, description="Eta for DDIM")
+    s_churn: float = Field(0.0, ge=0.0, le=100.0, description="sigma churn")
+    s_tmin: float = Field(0.0, ge=0.0, le=10.0, description="sigma tmin")
+    s_tmax: float = Field(0.0, ge=0.0, le=999.0, description="sigma tmax")
+    s_noise: float = Field(1.0, ge=0.0, le=1.1, description="sigma noise")
+    # Saving images
+    samples_save: bool = Field(True, description="Always save all generated images")
+    samples_format: Literal["png", "jpg", "jpeg", "webp"] = Field("png", description="File format for images")
+    grid_save: bool = Field(True, description="Always save all generated image grids")
+    grid_format: Literal["png", "jpg", "jpeg", "webp"] = Field("png", description="File format for grids")
+    return_grid: bool = Field(True, description="Show grid in gallery")
+    enable_pnginfo: bool = Field(True, description="Save text information about generation parameters as chunks to png files")
+    jpeg_quality: int = Field(80, ge=1, le=100, description="Quality for saved jpeg and webp images")
+    save_to_dirs: bool = Field(True, description="Save images to a subdirectory")
+    directories_filename_pattern: str = Field("[date]", description="Directory name pattern")
+    outdir_samples: str = Field("", description="Output directory for images; if empty, defaults to three directories below")
+    outdir_txt2img_samples: str = Field("outputs/txt2img-images", description="Output directory for txt2img images")
+    outdir_img2img_samples: str = Field("outputs/img2img-images", description="Output directory for img2img images")
+    outdir_extras_samples: str = Field("outputs/extras-images", description="Output directory for images from extras tab")
+    outdir_grids: str = Field("", description="Output directory for grids; if empty, defaults to two directories below")
+    outdir_txt2img_grids: str = Field("outputs/txt2img-grids", description="Output directory for txt2img grids")
+    outdir_img2img_grids: str = Field("outputs/img2img-grids", description="Output directory for img2img grids")
+    # Live previews / UI
+    live_previews_enable: bool = Field(True, description="Show live previews of the created image")
+    show_progress_every_n_steps: int = Field(5, ge=-1, le=32, description="Live preview display period (steps)")
+    interrupt_after_current: bool = Field(True, description="Don't Interrupt in the middle")
+    quicksettings_list: list[str] = Field(default_factory=lambda: ["sd_model_checkpoint"], description="Quicksettings list")
+    # Extensions
+    disabled_extensions: list[str] = Field(default_factory=list, description="Disabled extensions")
+
+    # -- persistence ---------------------------------------------------------------------------------------------
+    @classmethod
+    def load(cls, path: Path) -> "Options":
+        data: dict[str, Any] = {}
+        if path.exists():
+            try:
+                data = json.loads(path.read_text(encoding="utf-8"))
+                if not isinstance(data, dict):
+                    raise ValueError("top level is not an object")
+            except (OSError, ValueError) as e:
+                log.error("Settings file %s is unreadable (%s); using defaults", path, e)
+                data = {}
+        try:
+            opts = cls.model_validate(data)
+        except ValidationError as e:
+            bad = {str(err["loc"][0]) for err in e.errors() if err["loc"]}
+            for key in sorted(bad):
+                log.error("Setting %r in %s is invalid (%r); using its default", key, path, data.get(key))
+            opts = cls.model_validate({k: v for k, v in data.items() if k not in bad})
+        opts._path = path
+        return opts
+
+    def save(self, path: Path | None = None) -> None:
+        path = path or getattr(self, "_path", None)
+        if path is None:
+            return
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".config-", suffix=".json")
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(self.model_dump(mode="json"), f, indent=4, ensure_ascii=False)
+        os.replace(tmp, path)
+
+    def set(self, key: str, value: Any) -> None:
+        """Validate and assign one option; raises ``ValueError`` naming the option when the value is bad."""
+        if key not in type(self).model_fields and key not in (self.model_extra or {}):
+            raise ValueError(f"unknown option {key!r}")
+        try:
+            setattr(self, key, value)
+        except ValidationError as e:
+            raise ValueError(f"invalid value for option {key!r}: {e.errors()[0]['msg']}") from None
+
+    # -- A1111 facade ----------------------------------------------------------------------------------------------
+    @property
+    def data(self) -> dict[str, Any]:
+        return self.model_dump()
+
+    def get_default(self, key: str) -> Any:
+        field = type(self).model_fields.get(key)
+        return field.get_default(call_default_factory=True) if field else None

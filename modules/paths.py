@@ -1,0 +1,52 @@
+"""Where things live on disk. Everything is relative to one data dir (``--data-dir``), the repo root by default."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+CONFIGS_DIR = Path(__file__).resolve().parent / "configs"
+
+
+@dataclass(frozen=True)
+class Paths:
+    data_dir: Path
+    ckpt_dir: Path
+    vae_dir: Path
+    lora_dir: Path
+    embeddings_dir: Path
+    extensions_dir: Path
+    outputs_dir: Path
+
+    @classmethod
+    def from_args(cls, data_dir: str | Path | None = None, ckpt_dir: str | Path | None = None,
+                  vae_dir: str | Path | None = None, lora_dir: str | Path | None = None,
+                  embeddings_dir: str | Path | None = None) -> "Paths":
+        root = Path(data_dir).resolve() if data_dir else REPO_ROOT
+        models = root / "models"
+        return cls(
+            data_dir=root,
+            ckpt_dir=Path(ckpt_dir).resolve() if ckpt_dir else models / "Stable-diffusion",
+            vae_dir=Path(vae_dir).resolve() if vae_dir else models / "VAE",
+            lora_dir=Path(lora_dir).resolve() if lora_dir else models / "Lora",
+            embeddings_dir=Path(embeddings_dir).resolve() if embeddings_dir else models / "embeddings",
+            extensions_dir=root / "extensions",
+            outputs_dir=root / "outputs",
+        )
+
+    @property
+    def config_file(self) -> Path:
+        return self.data_dir / "config.json"
+
+    @property
+    def cache_file(self) -> Path:
+        """Hash cache (A1111 keeps the same in cache.json)."""
+        return self.data_dir / "cache.json"
+
+    @property
+    def history_db(self) -> Path:
+        return self.data_dir / "history.sqlite3"
+
+    def ensure(self) -> None:
+        for d in (self.ckpt_dir, self.vae_dir, self.lora_dir, self.embeddings_dir, self.outputs_dir):
+            d.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,769 @@
+"""The generation path, top to bottom.
+
+    parameters (pydantic, A1111 field names)
+      -> prompts, seeds                              StableDiffusionProcessing.setup_prompts
+      -> conditioning (per step, AND parts)          modules.conditioning
+      -> initial latents (noise / encoded image)     Txt2Img.init_latents / Img2Img.init_latents
+      -> sampling loop with CFG                      sample()
+      -> VAE decode, inpaint overlay                 decode_latents(), Img2Img.postprocess_image
+      -> infotext + atomic save                      modules.infotext, modules.images
+      -> Processed
+
+``process_images(p)`` is A1111's entry point; extensions call it with a ``p`` they built or were given. The loaded
+model (``p.sd_model``), the options for this job (``p.opts``) and the job's progress (``p.state``) travel on ``p``;
+when an extension builds a ``p`` without them, the app's current ones are used (``modules.shared``).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image, ImageFilter, ImageOps
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
+from tqdm.auto import tqdm
+
+from modules import conditioning, images, infotext, masking, rng, sd_samplers
+from modules.options import Options
+from modules.progress import JobState
+
+log = logging.getLogger(__name__)
+
+MAX_SIDE = 2048
+LATENT_UPSCALE_MODES = {
+    "Latent": ("bilinear", False),
+    "Latent (antialiased)": ("bilinear", True),
+    "Latent (bicubic)": ("bicubic", False),
+    "Latent (bicubic antialiased)": ("bicubic", True),
+    "Latent (nearest)": ("nearest", False),
+    "Latent (nearest-exact)": ("nearest-exact", False),
+}
+PIXEL_UPSCALERS = {"None": None, "Lanczos": Image.Resampling.LANCZOS, "Nearest": Image.Resampling.NEAREST}
+
+
+class GenerationError(ValueError):
+    """A request that cannot be generated; the message names the parameter."""
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Parameters
+# ---------------------------------------------------------------------------------------------------------------------
+class StableDiffusionProcessing(BaseModel):
+    """Parameters shared by txt2img and img2img. Defaults are A1111's UI defaults (the API has its own)."""
+
+    model_config = ConfigDict(extra="allow", arbitrary_types_allowed=True, validate_assignment=False)
+
+    prompt: str = ""
+    negative_prompt: str = ""
+    styles: list[str] = Field(default_factory=list)
+    seed: int = -1
+    subseed: int = -1
+    subseed_strength: float = Field(0.0, ge=0.0, le=1.0)
+    seed_resize_from_h: int = -1
+    seed_resize_from_w: int = -1
+    sampler_name: str = "DPM++ 2M"
+    scheduler: str = "Automatic"
+    batch_size: int = Field(1, ge=1, le=64)
+    n_iter: int = Field(1, ge=1, le=1000)
+    steps: int = Field(20, ge=1, le=1000)
+    cfg_scale: float = Field(7.0, ge=0.0, le=100.0)
+    width: int = Field(512, ge=8, le=MAX_SIDE)
+    height: int = Field(512, ge=8, le=MAX_SIDE)
+    restore_faces: bool | None = None
+    tiling: bool | None = None
+    do_not_save_samples: bool = False
+    do_not_save_grid: bool = False
+    eta: float | None = Field(None, ge=0.0, le=1.0)
+    s_churn: float | None = None
+    s_tmax: float | None = None
+    s_tmin: float | None = None
+    s_noise: float | None = None
+    clip_skip: int | None = Field(None, ge=1, le=12)
+    override_settings: dict[str, Any] = Field(default_factory=dict)
+    override_settings_restore_afterwards: bool = True
+    outpath_samples: str | None = None
+    outpath_grids: str | None = None
+    extra_generation_params: dict[str, Any] = Field(default_factory=dict)
+    comments: dict[str, Any] = Field(default_factory=dict)
+    # Runtime, set by whoever runs the job (not parameters; excluded from dumps).
+    sd_model: Any = Field(None, exclude=True)
+    opts: Any = Field(None, exclude=True)
+    state: Any = Field(None, exclude=True)
+    scripts: Any = Field(None, exclude=True)
+    script_args: list[Any] = Field(default_factory=list, exclude=True)
+
+    @field_validator("width", "height")
+    @classmethod
+    def _multiple_of_8(cls, v: int, info) -> int:
+        if v % 8:
+            raise ValueError(f"{info.field_name} must be a multiple of 8 (got {v})")
+        return v
+
+    @field_validator("cfg_scale", "subseed_strength", "eta", "s_churn", "s_tmax", "s_tmin", "s_noise")
+    @classmethod
+    def _finite(cls, v: float | None, info) -> float | None:
+        if v is not None and not math.isfinite(v):
+            raise ValueError(f"{info.field_name} must be a finite number")
+        return v
+
+    # A1111 exposes these as attributes of p; they are filled by setup_prompts().
+    all_prompts: list[str] = Field(default_factory=list, exclude=True)
+    all_negative_prompts: list[str] = Field(default_factory=list, exclude=True)
+    all_seeds: list[int] = Field(default_factory=list, exclude=True)
+    all_subseeds: list[int] = Field(default_factory=list, exclude=True)
+    iteration: int = Field(0, exclude=True)
+
+    is_img2img: bool = Field(False, exclude=True)
+    tab: str = Field("txt2img", exclude=True)
+    data_dir: str | None = Field(None, exclude=True)
+    _last_conds: Any = PrivateAttr(None)
+
+    # -- model-derived infotext values (A1111 reads these off p) -------------------------------------------------------
+    @property
+    def sd_model_name(self) -> str | None:
+        info = getattr(self.sd_model, "sd_checkpoint_info", None)
+        return getattr(info, "model_name", None)
+
+    @property
+    def sd_model_hash(self) -> str | None:
+        return getattr(self.sd_model, "sd_model_hash", None)
+
+    @property
+    def sd_vae_name(self) -> str | None:
+        return getattr(self.sd_model, "sd_vae_name", None)
+
+    @property
+    def sd_vae_hash(self) -> str | None:
+        return getattr(self.sd_model, "sd_vae_hash", None)
+
+    # -- setup ---------------------------------------------------------------------------------------------------------
+    def setup_prompts(self) -> None:
+        """Expand prompts and seeds to one per image (image i of the job gets seed+i, as A1111)."""
+        n = self.batch_size * self.n_iter
+        self.all_prompts = _expand(self.prompt, n)
+        self.all_negative_prompts = _expand(self.negative_prompt, n)
+        seed = int(self.seed) if self.seed is not None and int(self.seed) != -1 else rng.random_seed()
+        subseed = int(self.subseed) if self.subseed is not None and int(self.subseed) != -1 else rng.random_seed()
+        self.seed, self.subseed = seed, subseed
+        # With a variation strength, every image keeps the seed and varies the subseed (A1111's rule).
+        self.all_seeds = [seed if self.subseed_strength > 0 else seed + i for i in range(n)]
+        self.all_subseeds = [subseed + i for i in range(n)]
+        self.clip_skip = self.effective_clip_skip()
+
+    def effective_clip_skip(self) -> int:
+        return self.clip_skip or self.opts.CLIP_stop_at_last_layers
+
+    def infotext(self, index: int) -> str:
+        """Infotext of image ``index`` of the job (A1111's ``create_infotext`` layout)."""
+        iteration, position = divmod(index, self.batch_size)
+        return infotext.create_infotext(self, self.all_prompts, self.all_seeds, self.all_subseeds,
+                                        iteration=iteration, position_in_batch=position,
+                                        all_negative_prompts=self.all_negative_prompts)
+
+    # -- per-mode hooks (overridden) -----------------------------------------------------------------------------------
+    def init(self, model: Any) -> None:
+        """Prepare mode-specific inputs once per job."""
+
+    def sample_batch(self, model: Any, conds: Any, unconds: Any, seeds: list[int], subseeds: list[int]) -> torch.Tensor:
+        raise NotImplementedError
+
+    def postprocess_image(self, index_in_batch: int, image: Image.Image) -> Image.Image:
+        return image
+
+
+def _expand(value: str | list[str], n: int) -> list[str]:
+    if isinstance(value, list):
+        if len(value) != n:
+            raise GenerationError(f"prompt list has {len(value)} entries, expected batch_size*n_iter = {n}")
+        return list(value)
+    return [value] * n
+
+
+class StableDiffusionProcessingTxt2Img(StableDiffusionProcessing):
+    enable_hr: bool = False
+    denoising_strength: float | None = Field(None, ge=0.0, le=1.0)
+    hr_scale: float = Field(2.0, ge=1.0, le=8.0)
+    hr_upscaler: str = "Latent"
+    hr_second_pass_steps: int = Field(0, ge=0, le=1000)
+    hr_resize_x: int = Field(0, ge=0, le=MAX_SIDE)
+    hr_resize_y: int = Field(0, ge=0, le=MAX_SIDE)
+    hr_sampler_name: str | None = None
+    hr_scheduler: str | None = None
+    hr_prompt: str = ""
+    hr_negative_prompt: str = ""
+    firstphase_width: int = 0
+    firstphase_height: int = 0
+
+    @model_validator(mode="after")
+    def _check_hires(self) -> "StableDiffusionProcessingTxt2Img":
+        if self.enable_hr and self.hr_upscaler not in LATENT_UPSCALE_MODES and self.hr_upscaler not in PIXEL_UPSCALERS:
+            valid = ", ".join([*LATENT_UPSCALE_MODES, *PIXEL_UPSCALERS])
+            raise ValueError(f"hr_upscaler: unknown upscaler {self.hr_upscaler!r}; valid: {valid}")
+        return self
+
+    def hires_size(self) -> tuple[int, int]:
+        if self.hr_resize_x == 0 and self.hr_resize_y == 0:
+            w, h = int(self.width * self.hr_scale), int(self.height * self.hr_scale)
+        elif self.hr_resize_y == 0:
+            w, h = self.hr_resize_x, self.hr_resize_x * self.height // self.width
+        elif self.hr_resize_x == 0:
+            w, h = self.hr_resize_y * self.width // self.height, self.hr_resize_y
+        else:
+            w, h = self.hr_resize_x, self.hr_resize_y
+        return w // 8 * 8, h // 8 * 8
+
+    def init(self, model: Any) -> None:
+        if self.enable_hr:
+            if self.denoising_strength is None:
+                self.denoising_strength = 0.7
+            hr_w, hr_h = self.hires_size()
+            self.extra_generation_params.update({
+                "Denoising strength": self.denoising_strength,
+                "Hires upscale": self.hr_scale if not (self.hr_resize_x or self.hr_resize_y) else None,
+                "Hires resize": f"{hr_w}x{hr_h}" if (self.hr_resize_x or self.hr_resize_y) else None,
+                "Hires steps": self.hr_second_pass_steps or None,
+                "Hires upscaler": self.hr_upscaler,
+            })
+            self.extra_generation_params = {k: v for k, v in self.extra_generation_params.items() if v is not None}
+        else:
+            self.denoising_strength = None
+
+    def sample_batch(self, model, conds, unconds, seeds, subseeds):
+        f = model.vae_scale_factor
+        shape = (model.unet.config.in_channels if not model.is_inpaint else 4, self.height // f, self.width // f)
+        noise = rng.create_noise(shape, seeds, subseeds, self.subseed_strength,
+                                 self.seed_resize_from_h, self.seed_resize_from_w).to(model.device)
+        scheduler = make_scheduler(self, model)
+        scheduler.set_timesteps(self.steps, device=model.device)
+        latents = noise * scheduler.init_noise_sigma
+        image_cond = _blank_inpaint_conditioning(model, latents) if model.is_inpaint else None
+        latents = sample(model, scheduler, latents, scheduler.timesteps, conds, unconds, self,
+                         generators=rng.generators(seeds, offset=1), image_conditioning=image_cond)
+        if not self.enable_hr or self.state.interrupted:
+            return latents
+        return self.hires_pass(model, latents, seeds, subseeds)
+
+    def hires_pass(self, model, latents, seeds, subseeds) -> torch.Tensor:
+        """Upscale the first pass and refine it with img2img at ``denoising_strength`` (A1111's hires fix)."""
+        hr_w, hr_h = self.hires_size()
+        f = model.vae_scale_factor
+        if self.hr_upscaler in LATENT_UPSCALE_MODES:
+            mode, antialias = LATENT_UPSCALE_MODES[self.hr_upscaler]
+            latents = torch.nn.functional.interpolate(latents, size=(hr_h // f, hr_w // f), mode=mode,
+                                                      antialias=antialias)
+        else:
+            resample = PIXEL_UPSCALERS[self.hr_upscaler] or Image.Resampling.LANCZOS
+            pictures = [im.resize((hr_w, hr_h), resample) for im in decode_latents(model, latents)]
+            latents = encode_images(model, pictures)
+        steps = self.hr_second_pass_steps or self.steps
+        noise = rng.create_noise(tuple(latents.shape[1:]), seeds, subseeds, self.subseed_strength).to(model.device)
+        hr_conds, hr_unconds = conds_for(self, model, self._hr_prompts(), self._hr_negative_prompts(),
+                                         steps) if (self.hr_prompt or self.hr_negative_prompt) else self._last_conds
+        scheduler = make_scheduler(self, model, self.hr_sampler_name, self.hr_scheduler)
+        timesteps = img2img_timesteps(scheduler, steps, self.denoising_strength, self.opts.img2img_fix_steps, model.device)
+        if len(timesteps) == 0:
+            return latents
+        latents = scheduler.add_noise(latents, noise, timesteps[:1])
+        self.state.sampling_step = 0
+        return sample(model, scheduler, latents, timesteps, hr_conds, hr_unconds, self,
+                      generators=rng.generators(seeds, offset=2))
+
+    def _hr_prompts(self) -> list[str]:
+        return self._batch_slice(_expand(self.hr_prompt or self.prompt, len(self.all_prompts)))
+
+    def _hr_negative_prompts(self) -> list[str]:
+        return self._batch_slice(_expand(self.hr_negative_prompt or self.negative_prompt, len(self.all_prompts)))
+
+    def _batch_slice(self, values: list[str]) -> list[str]:
+        start = self.iteration * self.batch_size
+        return values[start:start + self.batch_size]
+
+
+class StableDiffusionProcessingImg2Img(StableDiffusionProcessing):
+    init_images: list[Any] = Field(default_factory=list)
+    resize_mode: int = Field(0, ge=0, le=3)
+    denoising_strength: float = Field(0.75, ge=0.0, le=1.0)
+    image_cfg_scale: float | None = None
+    mask: Any = None
+    mask_blur_x: int = Field(4, ge=0, le=256)
+    mask_blur_y: int = Field(4, ge=0, le=256)
+    mask_blur: int | None = Field(None, ge=0, le=256)
+    mask_round: bool = True
+    inpainting_fill: int = Field(1, ge=0, le=3)
+    inpaint_full_res: bool = False
+    inpaint_full_res_padding: int = Field(32, ge=0, le=1024)
+    inpainting_mask_invert: int = Field(0, ge=0, le=1)
+    initial_noise_multiplier: float | None = Field(None, ge=0.0, le=1.5)
+    is_img2img: bool = Field(True, exclude=True)
+    tab: str = Field("img2img", exclude=True)
+    _images: list[Image.Image] = PrivateAttr(default_factory=list)
+    _mask: Image.Image | None = PrivateAttr(None)
+    _mask_for_overlay: Image.Image | None = PrivateAttr(None)
+    _overlay_sources: list[Image.Image] = PrivateAttr(default_factory=list)
+    _region: Any = PrivateAttr(None)
+
+    @model_validator(mode="after")
+    def _check_images(self) -> "StableDiffusionProcessingImg2Img":
+        if not self.init_images:
+            raise ValueError("init_images: at least one init image is required")
+        for i, im in enumerate(self.init_images):
+            if not isinstance(im, Image.Image):
+                raise ValueError(f"init_images[{i}] is not an image")
+        if self.mask is not None and not isinstance(self.mask, Image.Image):
+            raise ValueError("mask is not an image")
+        if self.mask_blur is not None:
+            self.mask_blur_x = self.mask_blur_y = self.mask_blur
+        return self
+
+    def init(self, model: Any) -> None:
+        self.extra_generation_params.setdefault("Denoising strength", self.denoising_strength)
+        self._region = None
+        images_in = [ImageOps.exif_transpose(im).convert("RGB") for im in self.init_images]
+        if self.mask is not None:
+            mask = self.mask.convert("L")
+            if mask.size != images_in[0].size:
+                raise GenerationError(f"mask: size {mask.size[0]}x{mask.size[1]} differs from the init image "
+                                      f"{images_in[0].size[0]}x{images_in[0].size[1]}")
+            if self.inpainting_mask_invert:
+                mask = ImageOps.invert(mask)
+            mask = masking.blur(mask, self.mask_blur_x, self.mask_blur_y)
+            if self.mask_round:
+                mask = mask.point(lambda v: 255 if v > 127 else 0)
+            self.extra_generation_params.update({"Mask blur": self.mask_blur_x} if self.mask_blur_x == self.mask_blur_y
+                                                else {"Mask blur X": self.mask_blur_x, "Mask blur Y": self.mask_blur_y})
+            if self.inpaint_full_res:
+                self._region = masking.crop_region(mask, self.inpaint_full_res_padding, self.width, self.height)
+                self._mask_for_overlay = mask
+                mask = self._region.crop_resize(mask, self.width, self.height)
+                self._overlay_sources = images_in
+                images_in = [self._region.crop_resize(im, self.width, self.height) for im in images_in]
+                self.extra_generation_params["Inpaint area"] = "Only masked"
+                self.extra_generation_params["Masked area padding"] = self.inpaint_full_res_padding
+            else:
+                mask = images.resize_image(self.resize_mode, mask, self.width, self.height)
+                images_in = [images.resize_image(self.resize_mode, im, self.width, self.height) for im in images_in]
+                self._mask_for_overlay = mask
+                self._overlay_sources = images_in
+            self.extra_generation_params["Masked content"] = ["fill", "original", "latent noise", "latent nothing"][self.inpainting_fill]
+            if self.inpainting_fill == 0:
+                images_in = [masking.fill(im, mask) for im in images_in]
+            self._mask = mask
+        else:
+            images_in = [images.resize_image(self.resize_mode, im, self.width, self.height) for im in images_in]
+            self._mask = None
+        self._images = images_in
+
+    def sample_batch(self, model, conds, unconds, seeds, subseeds):
+        n = len(seeds)
+        batch_images = [self._images[(self.iteration * self.batch_size + i) % len(self._images)] for i in range(n)]
+        init_latents = encode_images(model, batch_images)
+        shape = tuple(init_latents.shape[1:])
+        noise = rng.create_noise(shape, seeds, subseeds, self.subseed_strength,
+                                 self.seed_resize_from_h, self.seed_resize_from_w).to(model.device)
+        multiplier = self.initial_noise_multiplier if self.initial_noise_multiplier is not None else self.opts.initial_noise_multiplier
+        if multiplier != 1.0:
+            self.extra_generation_params["Noise multiplier"] = multiplier
+            noise = noise * multiplier
+        latent_mask = None
+        image_cond = None
+        if self._mask is not None:
+            latent_mask = masking.latent_mask(self._mask, shape[1:]).to(model.device)  # 1 = regenerate
+            if self.inpainting_fill == 2:   # latent noise
+                init_latents = init_latents * (1 - latent_mask) + noise * latent_mask
+            elif self.inpainting_fill == 3:  # latent nothing
+                init_latents = init_latents * (1 - latent_mask)
+            if model.is_inpaint:
+                image_cond = _inpaint_conditioning(model, batch_images, self._mask)
+        elif model.is_inpaint:
+            image_cond = _blank_inpaint_conditioning(model, init_latents)
+
+        scheduler = make_scheduler(self, model)
+        timesteps = img2img_timesteps(scheduler, self.steps, self.denoising_strength, self.opts.img2img_fix_steps, model.device)
+        if len(timesteps) == 0:
+            return init_latents
+        latents = scheduler.add_noise(init_latents, noise, timesteps[:1])
+        return sample(model, scheduler, latents, timesteps, conds, unconds, self,
+                      generators=rng.generators(seeds, offset=1), image_conditioning=image_cond,
+                      inpaint=None if (latent_mask is None or model.is_inpaint) else (latent_mask, init_latents, noise))
+
+    def postprocess_image(self, index_in_batch: int, image: Image.Image) -> Image.Image:
+        """Paste the result back over the original so pixels outside the mask are unchanged (A1111's overlay)."""
+        if self._mask is None:
+            return image
+        index = (self.iteration * self.batch_size + index_in_batch) % len(self._overlay_sources)
+        original = self._overlay_sources[index]
+        if self._region is not None:
+            return self._region.paste_back(image, original, self._mask_for_overlay)
+        return Image.composite(image, original, self._mask_for_overlay)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Result
+# ---------------------------------------------------------------------------------------------------------------------
+@dataclass
+class Processed:
+    p: StableDiffusionProcessing
+    images: list[Image.Image]
+    infotexts: list[str]
+    seed: int
+    all_seeds: list[int]
+    all_subseeds: list[int]
+    all_prompts: list[str]
+    all_negative_prompts: list[str]
+    index_of_first_image: int = 0
+    comments: str = ""
+    interrupted: bool = False
+    files: list[str] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def info(self) -> str:
+        return self.infotexts[0] if self.infotexts else ""
+
+    @property
+    def prompt(self) -> str:
+        return self.all_prompts[0] if self.all_prompts else self.p.prompt
+
+    @property
+    def negative_prompt(self) -> str:
+        return self.all_negative_prompts[0] if self.all_negative_prompts else self.p.negative_prompt
+
+    def js(self) -> str:
+        """A1111's generation-info JSON (the API's ``info`` string)."""
+        p = self.p
+        return json.dumps({
+            "prompt": self.prompt,
+            "all_prompts": self.all_prompts,
+            "negative_prompt": self.negative_prompt,
+            "all_negative_prompts": self.all_negative_prompts,
+            "seed": self.seed,
+            "all_seeds": self.all_seeds,
+            "subseed": p.subseed,
+            "all_subseeds": self.all_subseeds,
+            "subseed_strength": p.subseed_strength,
+            "width": p.width,
+            "height": p.height,
+            "sampler_name": p.sampler_name,
+            "cfg_scale": p.cfg_scale,
+            "steps": p.steps,
+            "batch_size": p.batch_size,
+            "restore_faces": p.restore_faces,
+            "face_restoration_model": None,
+            "sd_model_name": p.sd_model_name,
+            "sd_model_hash": p.sd_model_hash,
+            "sd_vae_name": p.sd_vae_name,
+            "sd_vae_hash": p.sd_vae_hash,
+            "seed_resize_from_w": p.seed_resize_from_w,
+            "seed_resize_from_h": p.seed_resize_from_h,
+            "denoising_strength": getattr(p, "denoising_strength", None),
+            "extra_generation_params": p.extra_generation_params,
+            "index_of_first_image": self.index_of_first_image,
+            "infotexts": self.infotexts,
+            "styles": p.styles,
+            "job_timestamp": time.strftime("%Y%m%d%H%M%S"),
+            "clip_skip": p.effective_clip_skip(),
+            "is_using_inpainting_conditioning": bool(getattr(p.sd_model, "is_inpaint", False)),
+            "version": infotext.VERSION,
+        }, ensure_ascii=False)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The job
+# ---------------------------------------------------------------------------------------------------------------------
+def process_images(p: StableDiffusionProcessing) -> Processed:
+    """Run a whole job: ``n_iter`` batches of ``batch_size`` images. A1111's public entry point."""
+    _fill_runtime_defaults(p)
+    if p.override_settings:
+        p.opts = apply_overrides(p.opts, p.override_settings)
+    return _process(p)
+
+
+def apply_overrides(opts: Options, overrides: dict[str, Any]) -> Options:
+    """A copy of ``opts`` with a job's ``override_settings``: the global options are never touched."""
+    job_opts = opts.model_copy(deep=True)
+    for key, value in overrides.items():
+        if key == "sd_model_checkpoint":
+            continue  # the caller switches models before the job starts
+        job_opts.set(key, value)
+    return job_opts
+
+
+def _fill_runtime_defaults(p: StableDiffusionProcessing) -> None:
+    if p.sd_model is None or p.opts is None or p.state is None:
+        from modules import shared  # only for extensions that build p themselves
+
+        p.sd_model = p.sd_model or shared.sd_model
+        p.opts = p.opts or shared.opts
+        p.state = p.state or shared.state
+    if p.sd_model is None:
+        raise GenerationError("no checkpoint is loaded")
+
+
+def _process(p: StableDiffusionProcessing) -> Processed:
+    model, state, opts = p.sd_model, p.state, p.opts
+    t0 = time.perf_counter()
+    sd_samplers.resolve(p.sampler_name, p.scheduler)  # unknown names fail before any work
+    _check_size(p, model)
+    p.setup_prompts()
+    p.init(model)
+    _run_hook(p, "process")
+    state.job_count = max(state.job_count, p.n_iter)
+    outputs: list[Image.Image] = []
+    infotexts: list[str] = []
+    files: list[str] = []
+    timings = {"sampling": 0.0, "decode": 0.0, "save": 0.0}
+    with torch.inference_mode():
+        for n in range(p.n_iter):
+            if state.interrupted:
+                break
+            p.iteration = n
+            batch = slice(n * p.batch_size, (n + 1) * p.batch_size)
+            seeds, subseeds = p.all_seeds[batch], p.all_subseeds[batch]
+            _run_hook(p, "before_process_batch", batch_number=n, prompts=p.all_prompts[batch], seeds=seeds)
+            conds, unconds = conds_for(p, model, p.all_prompts[batch], p.all_negative_prompts[batch], p.steps)
+            p._last_conds = (conds, unconds)
+            t = time.perf_counter()
+            latents = p.sample_batch(model, conds, unconds, seeds, subseeds)
+            timings["sampling"] += time.perf_counter() - t
+            if state.skipped and not state.interrupted:
+                state.skipped = False
+            t = time.perf_counter()
+            decoded = decode_latents(model, latents)
+            timings["decode"] += time.perf_counter() - t
+            _run_hook(p, "postprocess_batch", batch_number=n, images=decoded)
+            t = time.perf_counter()
+            for i, image in enumerate(decoded):
+                image = p.postprocess_image(i, image)
+                index = n * p.batch_size + i
+                text = p.infotext(index)
+                if opts.samples_save and not p.do_not_save_samples:
+                    path = _outdir(p, grid=False)
+                    fullfn, _ = images.save_image(image, path, "", p.all_seeds[index], p.all_prompts[index],
+                                                  opts.samples_format, info=text, p=p, opts=opts)
+                    files.append(fullfn)
+                if opts.enable_pnginfo:
+                    image.info["parameters"] = text
+                outputs.append(image)
+                infotexts.append(text)
+            timings["save"] += time.perf_counter() - t
+            state.next_job()
+    index_of_first_image = 0
+    if len(outputs) > 1 and opts.return_grid:
+        grid = images.image_grid(outputs, p.batch_size)
+        text = p.infotext(0)
+        if opts.enable_pnginfo:
+            grid.info["parameters"] = text
+        if opts.grid_save and not p.do_not_save_grid:
+            fullfn, _ = images.save_image(grid, _outdir(p, grid=True), "grid", p.all_seeds[0], p.all_prompts[0],
+                                          opts.grid_format, info=text, grid=True, p=p, opts=opts)
+            files.append(fullfn)
+        outputs.insert(0, grid)
+        infotexts.insert(0, text)
+        index_of_first_image = 1
+    timings["total"] = time.perf_counter() - t0
+    processed = Processed(p=p, images=outputs, infotexts=infotexts, seed=p.all_seeds[0], all_seeds=p.all_seeds,
+                          all_subseeds=p.all_subseeds, all_prompts=p.all_prompts,
+                          all_negative_prompts=p.all_negative_prompts, index_of_first_image=index_of_first_image,
+                          interrupted=state.interrupted, files=files, timings=timings)
+    _run_hook(p, "postprocess", processed=processed)
+    log.info("%s: %d image(s) in %.2fs (sampling %.2fs, decode %.2fs, save %.2fs)", p.tab, len(infotexts),
+             timings["total"], timings["sampling"], timings["decode"], timings["save"])
+    return processed
+
+
+def _check_size(p: StableDiffusionProcessing, model: Any) -> None:
+    multiple = model.vae_scale_factor
+    for name in ("width", "height"):
+        if getattr(p, name) % multiple:
+            raise GenerationError(f"{name} must be a multiple of {multiple} for this model")
+
+
+def _outdir(p: StableDiffusionProcessing, grid: bool) -> str:
+    if grid:
+        configured = p.outpath_grids or p.opts.outdir_grids or getattr(p.opts, f"outdir_{p.tab}_grids")
+    else:
+        configured = p.outpath_samples or p.opts.outdir_samples or getattr(p.opts, f"outdir_{p.tab}_samples")
+    from pathlib import Path
+
+    path = Path(configured)
+    if not path.is_absolute():
+        path = Path(getattr(p, "data_dir", None) or ".") / path
+    return str(path)
+
+
+def _run_hook(p: StableDiffusionProcessing, name: str, **kwargs: Any) -> None:
+    """Typed call points for scripts (A1111's Script lifecycle); a failing script is reported by the runner."""
+    if p.scripts is not None:
+        getattr(p.scripts, name)(p, **kwargs)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Pieces of the path
+# ---------------------------------------------------------------------------------------------------------------------
+def conds_for(p: StableDiffusionProcessing, model: Any, prompts: list[str], negative_prompts: list[str], steps: int):
+    """Scheduled conditioning for a batch: positives (with AND parts) and negatives."""
+    kwargs = dict(clip_skip=p.effective_clip_skip(), emphasis=p.opts.emphasis, use_old_scheduling=p.opts.use_old_scheduling)
+    conds = conditioning.encode_prompts(model, prompts, steps, **kwargs)
+    unconds = conditioning.encode_prompts(model, negative_prompts, steps, negative=True, **kwargs)
+    return conds, unconds
+
+
+def make_scheduler(p: StableDiffusionProcessing, model: Any, sampler_name: str | None = None,
+                   scheduler_name: str | None = None):
+    sampler_name = sampler_name or p.sampler_name
+    scheduler_name = scheduler_name or p.scheduler
+    return sd_samplers.create_scheduler(sampler_name, scheduler_name, model.scheduler_config, eta=p.eta, opts=p.opts)
+
+
+def img2img_timesteps(scheduler, steps: int, strength: float, fix_steps: bool, device) -> torch.Tensor:
+    """The tail of the schedule that img2img runs: ``steps*strength`` steps, or exactly ``steps`` with fix_steps."""
+    if fix_steps and strength > 0:
+        total = min(int(steps / strength), 1000)
+        scheduler.set_timesteps(total, device=device)
+        run = min(steps, total)
+    else:
+        scheduler.set_timesteps(steps, device=device)
+        total, run = steps, min(int(steps * strength), steps)
+    start = (total - run) * scheduler.order
+    timesteps = scheduler.timesteps[start:]
+    if hasattr(scheduler, "set_begin_index"):
+        scheduler.set_begin_index(start)
+    return timesteps
+
+
+def sample(model: Any, scheduler, latents: torch.Tensor, timesteps: torch.Tensor, conds, unconds,
+           p: StableDiffusionProcessing, *, generators: list[torch.Generator],
+           image_conditioning: torch.Tensor | None = None, inpaint: tuple | None = None) -> torch.Tensor:
+    """The denoising loop: CFG over (AND-)conditionings, per-step prompt schedules, interrupt/skip, previews."""
+    state: JobState = p.state
+    state.sampling_steps = len(timesteps)
+    preview_every = p.opts.show_progress_every_n_steps if p.opts.live_previews_enable else -1
+    step_kwargs = {"generator": generators} if _accepts_generator(scheduler) else {}
+    for i, t in enumerate(tqdm(timesteps, desc=f"{p.tab} {p.iteration + 1}/{p.n_iter}", leave=False,
+                               disable=len(timesteps) <= 1)):
+        if state.interrupted or state.skipped:
+            break
+        x_in = scheduler.scale_model_input(latents, t)
+        if image_conditioning is not None:
+            x_in = torch.cat([x_in, image_conditioning], dim=1)
+        noise_pred = cfg_denoise(model, x_in, t, conds.at_step(i + 1), unconds.at_step(i + 1), p.cfg_scale,
+                                 (p.height, p.width))
+        latents = scheduler.step(noise_pred, t, latents, **step_kwargs).prev_sample
+        if inpaint is not None:
+            mask, init_latents, noise = inpaint
+            if i + 1 < len(timesteps):
+                init_latents = scheduler.add_noise(init_latents, noise, timesteps[i + 1:i + 2])
+            latents = init_latents * (1 - mask) + latents * mask
+        state.sampling_step = i + 1
+        if preview_every > 0 and (i + 1) % preview_every == 0 and i + 1 < len(timesteps):
+            state.set_current_image(preview_image(model, latents))
+    return latents
+
+
+def _accepts_generator(scheduler) -> bool:
+    import inspect
+
+    return "generator" in inspect.signature(scheduler.step).parameters
+
+
+def cfg_denoise(model: Any, x: torch.Tensor, t: torch.Tensor, cond_parts: list[list[tuple[Any, float]]],
+                unconds: list[list[tuple[Any, float]]], cfg_scale: float, size: tuple[int, int]) -> torch.Tensor:
+    """One UNet call for every AND part of every image plus the negatives, combined as composable diffusion:
+    ``uncond + Σ wᵢ·cfg·(condᵢ − uncond)``."""
+    xs, conds_flat = [], []
+    for i, parts in enumerate(cond_parts):
+        for cond, _ in parts:
+            xs.append(x[i])
+            conds_flat.append(cond)
+    n_cond = len(conds_flat)
+    skip_uncond = cfg_scale == 1.0 and all(len(parts) == 1 and w == 1.0 for parts in cond_parts for _, w in parts)
+    if not skip_uncond:
+        xs.extend(x)
+        conds_flat.extend(parts[0][0] for parts in unconds)
+    embeds, pooled = conditioning.stack_conds(conds_flat)
+    x_batch = torch.stack(xs)
+    added = _sdxl_added_cond(model, pooled, size, x_batch.shape[0]) if model.is_sdxl else None
+    out = model.unet(x_batch, t, encoder_hidden_states=embeds.to(x_batch.dtype), added_cond_kwargs=added).sample
+    if skip_uncond:
+        return out
+    out_cond, out_uncond = out[:n_cond], out[n_cond:]
+    result = out_uncond.clone()
+    k = 0
+    for i, parts in enumerate(cond_parts):
+        for _, weight in parts:
+            result[i] += (out_cond[k] - out_uncond[i]) * (weight * cfg_scale)
+            k += 1
+    return result
+
+
+def _sdxl_added_cond(model: Any, pooled: torch.Tensor, size: tuple[int, int], n: int) -> dict[str, torch.Tensor]:
+    h, w = size
+    if model.family == "sdxl-refiner":
+        time_ids = [h, w, 0, 0, 6.0]   # aesthetic score as SDXL's refiner expects
+    else:
+        time_ids = [h, w, 0, 0, h, w]
+    ids = torch.tensor([time_ids] * n, dtype=pooled.dtype, device=pooled.device)
+    return {"text_embeds": pooled, "time_ids": ids}
+
+
+def encode_images(model: Any, pictures: list[Image.Image]) -> torch.Tensor:
+    """Pixels -> scaled latents (the distribution's mean, so img2img is deterministic for a seed)."""
+    arr = np.stack([np.asarray(im.convert("RGB"), dtype=np.float32) / 127.5 - 1.0 for im in pictures])
+    x = torch.from_numpy(arr).permute(0, 3, 1, 2).to(model.device, model.vae.dtype)
+    latents = model.vae.encode(x).latent_dist.mode()
+    shift = getattr(model.vae.config, "shift_factor", None) or 0.0
+    return (latents - shift) * model.vae.config.scaling_factor
+
+
+def decode_latents(model: Any, latents: torch.Tensor) -> list[Image.Image]:
+    shift = getattr(model.vae.config, "shift_factor", None) or 0.0
+    x = model.vae.decode(latents.to(model.vae.dtype) / model.vae.config.scaling_factor + shift).sample
+    return to_pil(x)
+
+
+def to_pil(x: torch.Tensor) -> list[Image.Image]:
+    arr = ((x.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+    return [Image.fromarray(a) for a in arr]
+
+
+# Cheap latent -> RGB approximations (a linear map per latent channel) for live previews of large SD images.
+_APPROX_RGB = {
+    "sd1": [[0.298, 0.207, 0.208], [0.187, 0.286, 0.173], [-0.158, 0.189, 0.264], [-0.184, -0.271, -0.473]],
+    "sdxl": [[0.3920, 0.4054, 0.4549], [-0.2634, -0.0196, 0.0653], [0.0568, 0.1687, -0.0755], [-0.3112, -0.2359, -0.2076]],
+}
+_APPROX_RGB["sd2"] = _APPROX_RGB["sd1"]
+_APPROX_RGB["sdxl-refiner"] = _APPROX_RGB["sdxl"]
+
+
+def preview_image(model: Any, latents: torch.Tensor) -> Image.Image:
+    """A preview of the first image: a real VAE decode when it is cheap (small latents), else a linear approximation."""
+    lat = latents[:1]
+    if lat.shape[-1] * lat.shape[-2] <= 32 * 32 or model.family not in _APPROX_RGB:
+        return decode_latents(model, lat)[0]
+    coeffs = torch.tensor(_APPROX_RGB[model.family], dtype=lat.dtype, device=lat.device)
+    rgb = torch.einsum("bchw,cr->brhw", lat, coeffs)
+    return to_pil(rgb)[0]
+
+
+def _blank_inpaint_conditioning(model: Any, latents: torch.Tensor) -> torch.Tensor:
+    """A 9-channel inpainting UNet used for plain generation: the whole image is masked."""
+    b, _, h, w = latents.shape
+    mask = torch.ones((b, 1, h, w), device=latents.device, dtype=latents.dtype)
+    masked = torch.zeros((b, 4, h, w), device=latents.device, dtype=latents.dtype)
+    return torch.cat([mask, masked], dim=1)
+
+
+def _inpaint_conditioning(model: Any, pictures: list[Image.Image], mask: Image.Image) -> torch.Tensor:
+    """Mask and masked-image latents for a 9-channel inpainting UNet (diffusers' channel order: mask, masked image)."""
+    m = np.asarray(mask.convert("L"), dtype=np.float32)[None, :, :, None] / 255.0
+    keep = [Image.fromarray((np.asarray(im, dtype=np.float32) * (1 - m[0])).astype(np.uint8)) for im in pictures]
+    masked_latents = encode_images(model, keep)
+    latent_mask = masking.latent_mask(mask, tuple(masked_latents.shape[2:])).to(masked_latents)
+    latent_mask = latent_mask.expand(len(pictures), 1, *masked_latents.shape[2:])
+    return torch.cat([latent_mask, masked_latents], dim=1)

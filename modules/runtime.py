@@ -1,0 +1,104 @@
+"""The explicit bundle of what a running app has: paths, options, models, the job queue.
+
+UI and API receive a ``Runtime``; nothing below them reaches for globals. ``modules.shared`` only mirrors it for
+extensions written against A1111.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from modules.options import Options
+from modules.paths import Paths
+from modules.progress import JobState
+
+log = logging.getLogger(__name__)
+
+
+def pick_device(requested: str | None = None) -> torch.device:
+    if requested:
+        return torch.device(requested)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+@dataclass
+class Runtime:
+    args: argparse.Namespace
+    paths: Paths
+    opts: Options
+    models: Any            # modules.sd_models.ModelManager
+    queue: Any = None      # modules.job_queue.JobQueue
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    state: JobState = field(default_factory=JobState)   # the job that runs now (mirrors the queue's)
+
+    @classmethod
+    def create(cls, args: argparse.Namespace) -> "Runtime":
+        from modules.sd_models import ModelManager
+
+        paths = Paths.from_args(args.data_dir, args.ckpt_dir, getattr(args, "vae_dir", None),
+                                getattr(args, "lora_dir", None), getattr(args, "embeddings_dir", None))
+        paths.ensure()
+        opts = Options.load(paths.config_file)
+        device = pick_device(getattr(args, "device", None))
+        models = ModelManager(paths, opts, device=device)
+        runtime = cls(args=args, paths=paths, opts=opts, models=models, device=device)
+        from modules import shared
+
+        shared.bind(runtime)
+        return runtime
+
+    # -- models ----------------------------------------------------------------------------------------------------------
+    def load_initial_model(self) -> None:
+        """Load ``--ckpt`` or the configured checkpoint, else the default; a failure is logged, not fatal."""
+        wanted = getattr(self.args, "ckpt", None) or self.opts.sd_model_checkpoint
+        try:
+            model = self.models.load(wanted) if wanted else self.models.select_default()
+        except Exception as e:  # noqa: BLE001 - reported; the UI offers the list to pick another
+            log.error("Could not load checkpoint %r: %s", wanted, e)
+            try:
+                model = self.models.select_default()
+            except Exception as e2:  # noqa: BLE001
+                log.error("No checkpoint could be loaded: %s", e2)
+                return
+        if model is not None:
+            self.opts.sd_model_checkpoint = model.sd_checkpoint_info.title
+
+    def switch_model(self, name: str) -> Any:
+        """Load ``name`` (title, file name or hash) and make it current; on failure the previous one stays."""
+        model = self.models.load(name)
+        self.opts.sd_model_checkpoint = model.sd_checkpoint_info.title
+        self.opts.save()
+        return model
+
+    # -- jobs ------------------------------------------------------------------------------------------------------------
+    def prepare(self, p: Any, state: JobState) -> Any:
+        """Attach model, options, data dir and progress to a processing object before it runs."""
+        wanted = (p.override_settings or {}).get("sd_model_checkpoint")
+        p.sd_model = self.models.load(wanted) if wanted else (self.models.current or self.models.select_default())
+        p.opts = self.opts
+        p.state = state
+        p.data_dir = str(self.paths.data_dir)
+        return p
+
+    def run(self, p: Any, state: JobState) -> Any:
+        """Run one generation job now (called on the queue's worker thread)."""
+        from modules.processing import process_images
+
+        self.state = state
+        self.prepare(p, state)
+        return process_images(p)
+
+    def submit(self, kind: str, p: Any, task_id: str | None = None) -> Any:
+        """Queue a generation job; returns the queue's ``Job`` (its ``result().value`` is the ``Processed``)."""
+        from modules.job_queue import JobOutput
+
+        def job(state: JobState) -> JobOutput:
+            processed = self.run(p, state)
+            return JobOutput(value=processed, infotext=processed.info, files=processed.files)
+
+        params = p.model_dump(mode="json", exclude={"init_images", "mask"})
+        return self.queue.submit(kind, params, job, task_id=task_id)

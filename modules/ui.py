@@ -1,0 +1,547 @@
+"""The Gradio Blocks UI: txt2img, img2img (with inpaint), Extras, PNG Info, Train, Settings.
+
+Every Generate goes through the runtime's job queue, so a second click while a job runs is queued, not lost, and
+Interrupt/Skip answer at once. Handlers turn widget values into a processing object; a value that does not validate
+is shown as an error next to the gallery and nothing else changes.
+"""
+from __future__ import annotations
+
+import html
+import logging
+import time
+from typing import Any
+
+import gradio as gr
+from PIL import Image
+from pydantic import ValidationError
+
+from modules import infotext as infotext_mod
+from modules.options import Options
+from modules.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+RESIZE_MODES = ["Just resize", "Crop and resize", "Resize and fill", "Just resize (latent upscale)"]
+MASKED_CONTENT = ["fill", "original", "latent noise", "latent nothing"]
+POLL_SECONDS = 0.25
+
+CSS = """
+#quicksettings {align-items: end}
+.progress-text {font-family: monospace}
+.error-box {color: #b91c1c; font-weight: 600}
+"""
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# helpers
+# ---------------------------------------------------------------------------------------------------------------------
+def format_error(e: Exception) -> str:
+    if isinstance(e, ValidationError):
+        parts = []
+        for err in e.errors():
+            loc = ".".join(str(x) for x in err.get("loc", ()) if x != "__root__")
+            msg = err.get("msg", "").removeprefix("Value error, ")
+            parts.append(f"{loc}: {msg}" if loc and not msg.startswith(loc) else msg)
+        text = "; ".join(parts)
+    else:
+        text = str(e) or type(e).__name__
+    return f"<div class='error-box'>Error: {html.escape(text)}</div>"
+
+
+def infotext_html(text: str) -> str:
+    return f"<div class='infotext'><p>{html.escape(text).replace(chr(10), '<br>')}</p></div>"
+
+
+def progress_html(state: Any, queued_ahead: int = 0) -> str:
+    if queued_ahead > 0:
+        return f"<div class='progress-text'>In queue: {queued_ahead} job(s) ahead</div>"
+    pct = int(state.progress() * 100)
+    eta = state.eta()
+    eta_s = f", ETA {eta:.1f}s" if eta is not None else ""
+    step = f"step {state.sampling_step}/{state.sampling_steps}" if state.sampling_steps else "preparing"
+    batch = f"batch {min(state.job_no + 1, max(state.job_count, 1))}/{max(state.job_count, 1)}"
+    return (f"<div class='progress-text'><progress max='100' value='{pct}'></progress> {pct}% — {batch}, "
+            f"{step}{eta_s}</div>")
+
+
+def checkpoint_choices(runtime: Runtime) -> list[str]:
+    try:
+        return [c.title for c in runtime.models.list_checkpoints()]
+    except Exception as e:  # noqa: BLE001 - a broken models folder must not break the page
+        log.error("Listing checkpoints failed: %s", e)
+        return []
+
+
+def sampler_choices() -> tuple[list[str], list[str]]:
+    from modules import sd_samplers
+
+    return sd_samplers.visible_sampler_names(), [s.label for s in sd_samplers.schedulers]
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# running jobs
+# ---------------------------------------------------------------------------------------------------------------------
+def run_job(runtime: Runtime, kind: str, p: Any):
+    """Submit ``p`` to the queue and yield (gallery, info html, progress html, preview, generation info json, seed)
+    updates until it finishes."""
+    job = runtime.submit(kind, p)
+    while not job.future.done():
+        ahead = runtime.queue.progress(job.id).queue_position or 0
+        preview = job.state.current_image if runtime.opts.live_previews_enable else None
+        yield gr.update(), gr.update(), progress_html(job.state, ahead), preview, gr.update()
+        time.sleep(POLL_SECONDS)
+    try:
+        processed = job.result().value
+    except Exception as e:  # noqa: BLE001 - shown in the page; the session keeps working
+        log.error("%s failed: %s", kind, e)
+        yield gr.update(), format_error(e), "", None, gr.update()
+        return
+    note = " (interrupted)" if processed.interrupted else ""
+    info = processed.infotexts[processed.index_of_first_image] if processed.infotexts else ""
+    yield (processed.images, infotext_html(info) + (f"<p>{note}</p>" if note else ""),
+           f"<div class='progress-text'>Done in {processed.timings.get('total', 0):.2f}s{note}</div>", None,
+           processed.js())
+
+
+def seed_from_info(info_json: str) -> int:
+    import json
+
+    try:
+        return int(json.loads(info_json)["seed"])
+    except (ValueError, KeyError, TypeError):
+        return -1
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# building blocks
+# ---------------------------------------------------------------------------------------------------------------------
+class GenerationControls:
+    """Widgets shared by txt2img and img2img."""
+
+    def __init__(self, tab: str, native_size: int, samplers: list[str], schedulers: list[str]):
+        with gr.Row():
+            with gr.Column(scale=6):
+                self.prompt = gr.Textbox(label="Prompt", lines=3, placeholder="Prompt (press Ctrl+Enter to generate)",
+                                         elem_id=f"{tab}_prompt")
+                self.prompt_tokens = gr.HTML("0/75", elem_id=f"{tab}_token_counter")
+                self.negative_prompt = gr.Textbox(label="Negative prompt", lines=2, elem_id=f"{tab}_neg_prompt")
+                self.negative_tokens = gr.HTML("0/75", elem_id=f"{tab}_negative_token_counter")
+            with gr.Column(scale=1, min_width=160):
+                self.generate = gr.Button("Generate", variant="primary", elem_id=f"{tab}_generate")
+                with gr.Row():
+                    self.interrupt = gr.Button("Interrupt", elem_id=f"{tab}_interrupt")
+                    self.skip = gr.Button("Skip", elem_id=f"{tab}_skip")
+        self.tab = tab
+        self.samplers, self.schedulers = samplers, schedulers
+        self.native_size = native_size
+
+    def sampling(self) -> None:
+        with gr.Row():
+            self.sampler_name = gr.Dropdown(self.samplers, value=self.samplers[0] if self.samplers else None,
+                                            label="Sampling method", elem_id=f"{self.tab}_sampling")
+            self.scheduler = gr.Dropdown(self.schedulers, value="Automatic", label="Schedule type",
+                                         elem_id=f"{self.tab}_scheduler")
+            self.steps = gr.Slider(1, 150, value=20, step=1, label="Sampling steps", elem_id=f"{self.tab}_steps")
+
+    def size_batch_cfg_seed(self) -> None:
+        with gr.Row():
+            with gr.Column():
+                self.width = gr.Slider(64, 2048, value=self.native_size, step=8, label="Width", elem_id=f"{self.tab}_width")
+                self.height = gr.Slider(64, 2048, value=self.native_size, step=8, label="Height", elem_id=f"{self.tab}_height")
+            with gr.Column():
+                self.n_iter = gr.Slider(1, 100, value=1, step=1, label="Batch count", elem_id=f"{self.tab}_batch_count")
+                self.batch_size = gr.Slider(1, 8, value=1, step=1, label="Batch size", elem_id=f"{self.tab}_batch_size")
+        self.cfg_scale = gr.Slider(1.0, 30.0, value=7.0, step=0.5, label="CFG Scale", elem_id=f"{self.tab}_cfg_scale")
+        with gr.Row():
+            self.seed = gr.Number(value=-1, label="Seed", precision=0, elem_id=f"{self.tab}_seed")
+            self.random_seed = gr.Button("🎲", elem_id=f"{self.tab}_random_seed", scale=0, min_width=40)
+            self.reuse_seed = gr.Button("♻️", elem_id=f"{self.tab}_reuse_seed", scale=0, min_width=40)
+        with gr.Accordion("Extra", open=False):
+            with gr.Row():
+                self.subseed = gr.Number(value=-1, label="Variation seed", precision=0, elem_id=f"{self.tab}_subseed")
+                self.subseed_strength = gr.Slider(0, 1, value=0, step=0.01, label="Variation strength",
+                                                  elem_id=f"{self.tab}_subseed_strength")
+            with gr.Row():
+                self.seed_resize_from_w = gr.Slider(0, 2048, value=0, step=8, label="Resize seed from width")
+                self.seed_resize_from_h = gr.Slider(0, 2048, value=0, step=8, label="Resize seed from height")
+
+    def outputs(self) -> None:
+        self.gallery = gr.Gallery(label="Output", columns=4, height=420, elem_id=f"{self.tab}_gallery",
+                                  format="png", interactive=False)
+        self.progress = gr.HTML("", elem_id=f"{self.tab}_progress")
+        self.preview = gr.Image(label="Live preview", type="pil", interactive=False, height=160,
+                                elem_id=f"{self.tab}_preview")
+        self.info = gr.HTML("", elem_id=f"{self.tab}_html_info")
+        self.generation_info = gr.Textbox(visible=False, elem_id=f"generation_info_{self.tab}")
+        with gr.Row():
+            self.send_to_img2img = gr.Button("Send to img2img", elem_id=f"{self.tab}_send_to_img2img")
+            self.send_to_inpaint = gr.Button("Send to inpaint", elem_id=f"{self.tab}_send_to_inpaint")
+
+    def common_values(self) -> list[gr.components.Component]:
+        return [self.prompt, self.negative_prompt, self.sampler_name, self.scheduler, self.steps, self.width,
+                self.height, self.n_iter, self.batch_size, self.cfg_scale, self.seed, self.subseed,
+                self.subseed_strength, self.seed_resize_from_w, self.seed_resize_from_h]
+
+    @staticmethod
+    def common_kwargs(values: list[Any]) -> dict[str, Any]:
+        (prompt, negative_prompt, sampler_name, scheduler, steps, width, height, n_iter, batch_size, cfg_scale,
+         seed, subseed, subseed_strength, resize_w, resize_h) = values
+        return dict(prompt=prompt or "", negative_prompt=negative_prompt or "", sampler_name=sampler_name,
+                    scheduler=scheduler, steps=int(steps), width=int(width), height=int(height), n_iter=int(n_iter),
+                    batch_size=int(batch_size), cfg_scale=float(cfg_scale),
+                    seed=int(seed) if seed is not None else -1, subseed=int(subseed) if subseed is not None else -1,
+                    subseed_strength=float(subseed_strength),
+                    seed_resize_from_w=int(resize_w) if resize_w else -1,
+                    seed_resize_from_h=int(resize_h) if resize_h else -1)
+
+    def wire_common(self, runtime: Runtime) -> None:
+        self.interrupt.click(lambda: runtime.queue.interrupt() and None, None, None, queue=False)
+        self.skip.click(lambda: runtime.queue.skip() and None, None, None, queue=False)
+        self.random_seed.click(lambda: -1, None, self.seed, queue=False)
+        self.reuse_seed.click(seed_from_info, self.generation_info, self.seed, queue=False)
+        for box, counter in ((self.prompt, self.prompt_tokens), (self.negative_prompt, self.negative_tokens)):
+            box.change(lambda text: token_counter(runtime, text), box, counter, queue=False,
+                       show_progress="hidden")
+
+
+def token_counter(runtime: Runtime, text: str) -> str:
+    from modules import conditioning
+
+    model = runtime.models.current
+    if model is None:
+        return "?/75"
+    try:
+        count, limit = conditioning.count_tokens(model, text or "")
+    except Exception:  # noqa: BLE001 - a counter must never break typing
+        return "?/75"
+    return f"{count}/{limit}"
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# tabs
+# ---------------------------------------------------------------------------------------------------------------------
+def txt2img_tab(runtime: Runtime, native: int, samplers, schedulers) -> GenerationControls:
+    from modules.processing import StableDiffusionProcessingTxt2Img
+
+    c = GenerationControls("txt2img", native, samplers, schedulers)
+    with gr.Row():
+        with gr.Column():
+            c.sampling()
+            with gr.Accordion("Hires. fix", open=False):
+                enable_hr = gr.Checkbox(label="Enable", value=False, elem_id="txt2img_enable_hr")
+                with gr.Row():
+                    hr_upscaler = gr.Dropdown(["Latent", "Latent (antialiased)", "Latent (bicubic)",
+                                               "Latent (bicubic antialiased)", "Latent (nearest)",
+                                               "Latent (nearest-exact)", "None", "Lanczos", "Nearest"],
+                                              value="Latent", label="Upscaler")
+                    hr_steps = gr.Slider(0, 150, value=0, step=1, label="Hires steps")
+                    hr_denoise = gr.Slider(0, 1, value=0.7, step=0.01, label="Denoising strength")
+                    hr_scale = gr.Slider(1, 4, value=2.0, step=0.05, label="Upscale by")
+            c.size_batch_cfg_seed()
+        with gr.Column():
+            c.outputs()
+    c.wire_common(runtime)
+
+    def submit(*values):
+        try:
+            p = StableDiffusionProcessingTxt2Img(
+                **GenerationControls.common_kwargs(list(values[:15])), enable_hr=bool(values[15]),
+                hr_upscaler=values[16], hr_second_pass_steps=int(values[17]),
+                denoising_strength=float(values[18]) if values[15] else None, hr_scale=float(values[19]))
+        except (ValidationError, ValueError) as e:
+            yield gr.update(), format_error(e), "", None, gr.update()
+            return
+        yield from run_job(runtime, "txt2img", p)
+
+    inputs = c.common_values() + [enable_hr, hr_upscaler, hr_steps, hr_denoise, hr_scale]
+    outputs = [c.gallery, c.info, c.progress, c.preview, c.generation_info]
+    c.generate.click(submit, inputs, outputs, concurrency_limit=8, show_progress="hidden")
+    c.prompt.submit(submit, inputs, outputs, concurrency_limit=8, show_progress="hidden")
+    return c
+
+
+def img2img_tab(runtime: Runtime, native: int, samplers, schedulers) -> tuple[GenerationControls, dict]:
+    from modules.processing import StableDiffusionProcessingImg2Img
+
+    c = GenerationControls("img2img", native, samplers, schedulers)
+    w: dict[str, Any] = {}
+    with gr.Row():
+        with gr.Column():
+            with gr.Tabs(elem_id="mode_img2img") as w["mode_tabs"]:
+                with gr.Tab("img2img", id="img2img_tab"):
+                    w["init_img"] = gr.Image(label="Image for img2img", type="pil", elem_id="img2img_image",
+                                             sources=["upload", "clipboard"], height=320)
+                with gr.Tab("Inpaint", id="inpaint_tab"):
+                    w["inpaint_editor"] = gr.ImageEditor(label="Image for inpainting with mask", type="pil",
+                                                         elem_id="img2maskimg", height=320,
+                                                         brush=gr.Brush(colors=["#ffffff"], color_mode="fixed"))
+                with gr.Tab("Inpaint upload", id="inpaint_upload_tab"):
+                    w["upload_img"] = gr.Image(label="Image", type="pil", elem_id="img_inpaint_base", height=240)
+                    w["upload_mask"] = gr.Image(label="Mask", type="pil", elem_id="img_inpaint_mask", height=240)
+            w["mode"] = gr.State("img2img")
+            w["resize_mode"] = gr.Radio(RESIZE_MODES, value=RESIZE_MODES[0], type="index", label="Resize mode",
+                                        elem_id="resize_mode")
+            with gr.Accordion("Inpaint settings", open=True):
+                with gr.Row():
+                    w["mask_blur"] = gr.Slider(0, 64, value=4, step=1, label="Mask blur")
+                    w["mask_invert"] = gr.Radio(["Inpaint masked", "Inpaint not masked"], value="Inpaint masked",
+                                                type="index", label="Mask mode")
+                w["inpainting_fill"] = gr.Radio(MASKED_CONTENT, value="original", type="index", label="Masked content")
+                with gr.Row():
+                    w["inpaint_full_res"] = gr.Radio(["Whole picture", "Only masked"], value="Whole picture",
+                                                     type="index", label="Inpaint area")
+                    w["padding"] = gr.Slider(0, 256, value=32, step=4, label="Only masked padding, pixels")
+            c.sampling()
+            c.size_batch_cfg_seed()
+            w["denoising_strength"] = gr.Slider(0, 1, value=0.75, step=0.01, label="Denoising strength",
+                                                elem_id="img2img_denoising_strength")
+        with gr.Column():
+            c.outputs()
+    c.wire_common(runtime)
+
+    def submit(mode, *values):
+        common = GenerationControls.common_kwargs(list(values[:15]))
+        (init_img, editor, upload_img, upload_mask, resize_mode, mask_blur, mask_invert, inpainting_fill,
+         inpaint_full_res, padding, denoising_strength) = values[15:]
+        try:
+            image, mask = pick_img2img_inputs(mode, init_img, editor, upload_img, upload_mask)
+            p = StableDiffusionProcessingImg2Img(
+                **common, init_images=[image], mask=mask, resize_mode=int(resize_mode), mask_blur=int(mask_blur),
+                inpainting_mask_invert=int(mask_invert), inpainting_fill=int(inpainting_fill),
+                inpaint_full_res=bool(inpaint_full_res), inpaint_full_res_padding=int(padding),
+                denoising_strength=float(denoising_strength))
+        except (ValidationError, ValueError) as e:
+            yield gr.update(), format_error(e), "", None, gr.update()
+            return
+        yield from run_job(runtime, "img2img", p)
+
+    inputs = [w["mode"], *c.common_values(), w["init_img"], w["inpaint_editor"], w["upload_img"], w["upload_mask"],
+              w["resize_mode"], w["mask_blur"], w["mask_invert"], w["inpainting_fill"], w["inpaint_full_res"],
+              w["padding"], w["denoising_strength"]]
+    outputs = [c.gallery, c.info, c.progress, c.preview, c.generation_info]
+    c.generate.click(submit, inputs, outputs, concurrency_limit=8, show_progress="hidden")
+    return c, w
+
+
+def pick_img2img_inputs(mode: str, init_img, editor, upload_img, upload_mask) -> tuple[Image.Image, Image.Image | None]:
+    """The init image and mask of the selected img2img mode; a clear error when one is missing."""
+    if mode == "inpaint":
+        if not editor or editor.get("background") is None:
+            raise ValueError("init_images: upload an image to inpaint")
+        background = editor["background"].convert("RGB")
+        mask = Image.new("L", background.size, 0)
+        for layer in editor.get("layers") or []:
+            if layer is not None:
+                alpha = layer.convert("RGBA").split()[-1].resize(background.size)
+                mask.paste(255, mask=alpha)
+        if mask.getbbox() is None:
+            raise ValueError("mask: paint the area to regenerate with the brush")
+        return background, mask
+    if mode == "inpaint upload":
+        if upload_img is None:
+            raise ValueError("init_images: upload an image")
+        if upload_mask is None:
+            raise ValueError("mask: upload a mask (white = regenerate)")
+        return upload_img.convert("RGB"), upload_mask.convert("L")
+    if init_img is None:
+        raise ValueError("init_images: upload an image for img2img")
+    return init_img.convert("RGB"), None
+
+
+def pnginfo_tab() -> dict[str, Any]:
+    from modules import images
+
+    w: dict[str, Any] = {}
+    with gr.Row():
+        with gr.Column():
+            w["image"] = gr.Image(label="Source", type="pil", elem_id="pnginfo_image", sources=["upload", "clipboard"])
+        with gr.Column():
+            w["html"] = gr.HTML(elem_id="pnginfo_html")
+            w["text"] = gr.Textbox(visible=False, elem_id="pnginfo_generation_info")
+            with gr.Row():
+                w["to_txt2img"] = gr.Button("Send to txt2img", elem_id="pnginfo_send_txt2img")
+                w["to_img2img"] = gr.Button("Send to img2img", elem_id="pnginfo_send_img2img")
+
+    def read(image):
+        if image is None:
+            return "", ""
+        geninfo, items = images.read_info_from_image(image)
+        rows = "".join(f"<div><b>{html.escape(str(k))}</b><p>{html.escape(str(v))}</p></div>"
+                       for k, v in items.items() if k != "parameters")
+        if geninfo:
+            rows = f"<div><b>parameters</b><p>{html.escape(geninfo).replace(chr(10), '<br>')}</p></div>" + rows
+        return rows or "<div>Nothing found in the image.</div>", geninfo or ""
+
+    w["image"].change(read, w["image"], [w["html"], w["text"]])
+    return w
+
+
+def paste_fields(c: GenerationControls) -> tuple[list, Any]:
+    """Widgets and a function that fill them from an infotext (PNG Info → txt2img/img2img)."""
+    targets = [c.prompt, c.negative_prompt, c.steps, c.sampler_name, c.scheduler, c.cfg_scale, c.seed, c.width,
+               c.height]
+
+    def fill(text: str):
+        if not text:
+            return [gr.update()] * len(targets)
+        params = infotext_mod.parse_generation_parameters(text)
+
+        def num(key, cast):
+            try:
+                return cast(params[key])
+            except (KeyError, ValueError, TypeError):
+                return gr.update()
+
+        return [params.get("Prompt", ""), params.get("Negative prompt", ""), num("Steps", int),
+                params.get("Sampler", gr.update()), params.get("Schedule type", "Automatic"), num("CFG scale", float),
+                num("Seed", int), num("Size-1", int), num("Size-2", int)]
+
+    return targets, fill
+
+
+def extras_tab() -> None:
+    with gr.Row():
+        with gr.Column():
+            image = gr.Image(label="Source", type="pil", elem_id="extras_image")
+            resize = gr.Slider(1.0, 8.0, value=2.0, step=0.05, label="Scale by", elem_id="extras_upscaling_resize")
+            upscaler = gr.Dropdown(["Lanczos", "Nearest"], value="Lanczos", label="Upscaler 1")
+            run = gr.Button("Generate", variant="primary", elem_id="extras_generate")
+        with gr.Column():
+            out = gr.Image(label="Result", type="pil", interactive=False, elem_id="extras_result")
+            msg = gr.HTML()
+
+    def upscale(img, scale, name):
+        if img is None:
+            return None, format_error(ValueError("image: upload an image"))
+        resample = Image.Resampling.LANCZOS if name == "Lanczos" else Image.Resampling.NEAREST
+        w, h = img.size
+        return img.resize((max(1, int(w * scale)), max(1, int(h * scale))), resample), f"{w}x{h} → {int(w*scale)}x{int(h*scale)}"
+
+    run.click(upscale, [image, resize, upscaler], [out, msg])
+
+
+def train_tab() -> None:
+    gr.Markdown("Textual inversion and LoRA training are not available in this version yet.")
+
+
+def settings_tab(runtime: Runtime) -> None:
+    fields = Options.model_fields
+    widgets: dict[str, gr.components.Component] = {}
+    skip = {"sd_model_checkpoint", "quicksettings_list", "disabled_extensions", "randn_source"}
+    with gr.Column():
+        apply = gr.Button("Apply settings", variant="primary", elem_id="settings_submit")
+        result = gr.HTML(elem_id="settings_result")
+        for name, f in fields.items():
+            if name in skip:
+                continue
+            label = f"{f.description} ({name})" if f.description else name
+            value = getattr(runtime.opts, name)
+            ann = f.annotation
+            choices = getattr(ann, "__args__", None) if getattr(ann, "__origin__", None) is not None and str(ann).startswith("typing.Literal") else None
+            if ann is bool:
+                widgets[name] = gr.Checkbox(value=value, label=label, elem_id=f"setting_{name}")
+            elif choices:
+                widgets[name] = gr.Dropdown(list(choices), value=value, label=label, elem_id=f"setting_{name}")
+            elif ann in (int, float):
+                widgets[name] = gr.Number(value=value, label=label, precision=0 if ann is int else None,
+                                          elem_id=f"setting_{name}")
+            else:
+                widgets[name] = gr.Textbox(value=str(value), label=label, elem_id=f"setting_{name}")
+
+    names = list(widgets)
+
+    def save(*values):
+        errors, changed = [], []
+        for name, value in zip(names, values):
+            if value == getattr(runtime.opts, name):
+                continue
+            try:
+                runtime.opts.set(name, value)
+                changed.append(name)
+            except ValueError as e:
+                errors.append(str(e))
+        runtime.opts.save()
+        text = f"{len(changed)} setting(s) changed: {', '.join(changed) or 'none'}."
+        if errors:
+            text += "".join(f"<div class='error-box'>{html.escape(e)}</div>" for e in errors)
+        return text
+
+    apply.click(save, [widgets[n] for n in names], result)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# the page
+# ---------------------------------------------------------------------------------------------------------------------
+def create_ui(runtime: Runtime) -> gr.Blocks:
+    samplers, schedulers = sampler_choices()
+    current = runtime.models.current
+    native = getattr(current, "native_size", None) or 512
+    with gr.Blocks(title="Stable Diffusion", analytics_enabled=False) as demo:
+        with gr.Row(elem_id="quicksettings"):
+            titles = checkpoint_choices(runtime)
+            ckpt = gr.Dropdown(titles, value=runtime.opts.sd_model_checkpoint or (titles[0] if titles else None),
+                               label="Stable Diffusion checkpoint", elem_id="setting_sd_model_checkpoint", scale=4)
+            refresh = gr.Button("🔄", elem_id="refresh_sd_model_checkpoint", scale=0, min_width=40)
+            ckpt_status = gr.HTML(elem_id="sd_checkpoint_status")
+
+        def change_checkpoint(title):
+            if not title:
+                return gr.update(), ""
+            try:
+                model = runtime.switch_model(title)
+                return gr.update(value=model.sd_checkpoint_info.title, choices=checkpoint_choices(runtime)), \
+                    f"Loaded {html.escape(model.sd_checkpoint_info.title)}"
+            except Exception as e:  # noqa: BLE001 - previous model stays; say why
+                prev = runtime.models.current
+                return gr.update(value=prev.sd_checkpoint_info.title if prev else None), format_error(e)
+
+        def refresh_checkpoints():
+            runtime.models.refresh()
+            return gr.update(choices=checkpoint_choices(runtime))
+
+        ckpt.input(change_checkpoint, ckpt, [ckpt, ckpt_status], concurrency_limit=1)
+        refresh.click(refresh_checkpoints, None, ckpt, queue=False)
+
+        with gr.Tabs(elem_id="tabs") as tabs:
+            with gr.Tab("txt2img", id="txt2img"):
+                t2i = txt2img_tab(runtime, native, samplers, schedulers)
+            with gr.Tab("img2img", id="img2img"):
+                i2i, i2i_w = img2img_tab(runtime, native, samplers, schedulers)
+            with gr.Tab("Extras", id="extras"):
+                extras_tab()
+            with gr.Tab("PNG Info", id="pnginfo"):
+                png = pnginfo_tab()
+            with gr.Tab("Train", id="train"):
+                train_tab()
+            with gr.Tab("Settings", id="settings"):
+                settings_tab(runtime)
+
+        _wire_mode_tracking(i2i_w)  # img2img sub-mode follows the selected sub-tab
+
+        # send-to buttons and PNG Info paste
+        def first_image(gallery):
+            if not gallery:
+                return None
+            item = gallery[0]
+            img = item[0] if isinstance(item, (tuple, list)) else item
+            return Image.open(img) if isinstance(img, str) else img
+
+        for c in (t2i, i2i):
+            c.send_to_img2img.click(lambda g: (first_image(g), gr.Tabs(selected="img2img"),
+                                               gr.Tabs(selected="img2img_tab")),
+                                    c.gallery, [i2i_w["init_img"], tabs, i2i_w["mode_tabs"]])
+            c.send_to_inpaint.click(lambda g: ({"background": first_image(g), "layers": [], "composite": None},
+                                               gr.Tabs(selected="img2img"), gr.Tabs(selected="inpaint_tab"), "inpaint"),
+                                    c.gallery, [i2i_w["inpaint_editor"], tabs, i2i_w["mode_tabs"], i2i_w["mode"]])
+        for target_tab, c in (("txt2img", t2i), ("img2img", i2i)):
+            targets, fill = paste_fields(c)
+            button = png["to_txt2img"] if target_tab == "txt2img" else png["to_img2img"]
+            button.click(fill, png["text"], targets).then(lambda t=target_tab: gr.Tabs(selected=t), None, tabs)
+    return demo
+
+
+def _wire_mode_tracking(w: dict[str, Any]) -> None:
+    def on_select(evt: gr.SelectData):
+        return {"img2img": "img2img", "Inpaint": "inpaint", "Inpaint upload": "inpaint upload"}.get(evt.value, "img2img")
+
+    w["mode_tabs"].select(on_select, None, w["mode"], queue=False)
