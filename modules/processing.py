@@ -237,14 +237,14 @@ class StableDiffusionProcessingTxt2Img(StableDiffusionProcessing):
     def sample_batch(self, model, conds, unconds, seeds, subseeds):
         f = model.vae_scale_factor
         shape = (model.unet.config.in_channels if not model.is_inpaint else 4, self.height // f, self.width // f)
-        noise = rng.create_noise(shape, seeds, subseeds, self.subseed_strength,
-                                 self.seed_resize_from_h, self.seed_resize_from_w).to(model.device)
+        noise = rng.create_noise(shape, seeds, subseeds, self.subseed_strength, self.seed_resize_from_h,
+                                 self.seed_resize_from_w, vae_scale_factor=f).to(model.device)
         scheduler = make_scheduler(self, model)
         scheduler.set_timesteps(self.steps, device=model.device)
         latents = noise * scheduler.init_noise_sigma
         image_cond = _blank_inpaint_conditioning(model, latents) if model.is_inpaint else None
         latents = sample(model, scheduler, latents, scheduler.timesteps, conds, unconds, self,
-                         generators=rng.generators(seeds, offset=1), image_conditioning=image_cond)
+                         generators=step_generators(self, seeds, shape), image_conditioning=image_cond)
         if not self.enable_hr or self.state.interrupted:
             return latents
         return self.hires_pass(model, latents, seeds, subseeds)
@@ -262,7 +262,8 @@ class StableDiffusionProcessingTxt2Img(StableDiffusionProcessing):
             pictures = [im.resize((hr_w, hr_h), resample) for im in decode_latents(model, latents)]
             latents = encode_images(model, pictures)
         steps = self.hr_second_pass_steps or self.steps
-        noise = rng.create_noise(tuple(latents.shape[1:]), seeds, subseeds, self.subseed_strength).to(model.device)
+        shape = tuple(latents.shape[1:])
+        noise = rng.create_noise(shape, seeds, subseeds, self.subseed_strength).to(model.device)
         hr_conds, hr_unconds = conds_for(self, model, self._hr_prompts(), self._hr_negative_prompts(),
                                          steps) if (self.hr_prompt or self.hr_negative_prompt) else self._last_conds
         scheduler = make_scheduler(self, model, self.hr_sampler_name, self.hr_scheduler)
@@ -272,7 +273,7 @@ class StableDiffusionProcessingTxt2Img(StableDiffusionProcessing):
         latents = scheduler.add_noise(latents, noise, timesteps[:1])
         self.state.sampling_step = 0
         return sample(model, scheduler, latents, timesteps, hr_conds, hr_unconds, self,
-                      generators=rng.generators(seeds, offset=2))
+                      generators=step_generators(self, seeds, shape))
 
     def _hr_prompts(self) -> list[str]:
         return self._batch_slice(_expand(self.hr_prompt or self.prompt, len(self.all_prompts)))
@@ -364,8 +365,8 @@ class StableDiffusionProcessingImg2Img(StableDiffusionProcessing):
         batch_images = [self._images[(self.iteration * self.batch_size + i) % len(self._images)] for i in range(n)]
         init_latents = encode_images(model, batch_images)
         shape = tuple(init_latents.shape[1:])
-        noise = rng.create_noise(shape, seeds, subseeds, self.subseed_strength,
-                                 self.seed_resize_from_h, self.seed_resize_from_w).to(model.device)
+        noise = rng.create_noise(shape, seeds, subseeds, self.subseed_strength, self.seed_resize_from_h,
+                                 self.seed_resize_from_w, vae_scale_factor=model.vae_scale_factor).to(model.device)
         multiplier = self.initial_noise_multiplier if self.initial_noise_multiplier is not None else self.opts.initial_noise_multiplier
         if multiplier != 1.0:
             self.extra_generation_params["Noise multiplier"] = multiplier
@@ -389,7 +390,7 @@ class StableDiffusionProcessingImg2Img(StableDiffusionProcessing):
             return init_latents
         latents = scheduler.add_noise(init_latents, noise, timesteps[:1])
         return sample(model, scheduler, latents, timesteps, conds, unconds, self,
-                      generators=rng.generators(seeds, offset=1), image_conditioning=image_cond,
+                      generators=step_generators(self, seeds, shape), image_conditioning=image_cond,
                       inpaint=None if (latent_mask is None or model.is_inpaint) else (latent_mask, init_latents, noise))
 
     def postprocess_image(self, index_in_batch: int, image: Image.Image) -> Image.Image:
@@ -619,6 +620,14 @@ def make_scheduler(p: StableDiffusionProcessing, model: Any, sampler_name: str |
     sampler_name = sampler_name or p.sampler_name
     scheduler_name = scheduler_name or p.scheduler
     return sd_samplers.create_scheduler(sampler_name, scheduler_name, model.scheduler_config, eta=p.eta, opts=p.opts)
+
+
+def step_generators(p: StableDiffusionProcessing, seeds: list[int], shape: tuple[int, ...]) -> list[torch.Generator]:
+    """Per-image generators for the sampler's own noise (ancestral / SDE samplers), continuing each image's seed."""
+    delta = p.opts.eta_noise_seed_delta
+    if delta:
+        p.extra_generation_params["ENSD"] = delta
+    return rng.generators(seeds, shape, eta_noise_seed_delta=delta)
 
 
 def img2img_timesteps(scheduler, steps: int, strength: float, fix_steps: bool, device) -> torch.Tensor:

@@ -1,0 +1,109 @@
+"""End to end in a real browser: Debian's Chromium driven by Playwright against `python app.py`."""
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed")
+REPO = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tiny_models_dir, tmp_path_factory):
+    port = free_port()
+    log = tmp_path_factory.mktemp("server") / "server.log"
+    env = dict(os.environ, HF_HUB_OFFLINE="1", GRADIO_ANALYTICS_ENABLED="False")
+    with open(log, "w") as out:
+        proc = subprocess.Popen([sys.executable, "app.py", "--data-dir", str(tiny_models_dir), "--port", str(port)],
+                                cwd=REPO, stdout=out, stderr=subprocess.STDOUT, env=env)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 90
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            pytest.fail("server exited:\n" + log.read_text())
+        try:
+            if requests.get(url, timeout=1).status_code == 200:
+                break
+        except requests.RequestException:
+            time.sleep(0.3)
+    else:
+        proc.kill()
+        pytest.fail("server did not answer:\n" + log.read_text())
+    yield url
+    proc.terminate()
+    proc.wait(10)
+
+
+@pytest.fixture(scope="module")
+def page(server):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True,
+                                    args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                                          "--disable-component-update", "--no-first-run", "--disable-sync"])
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.goto(server)
+        page.wait_for_selector("#txt2img_prompt textarea", timeout=30000)
+        yield page
+        browser.close()
+
+
+def set_slider(page, elem_id: str, value: int) -> None:
+    box = page.locator(f"#{elem_id} input[type=number]")
+    box.fill(str(value))
+    box.press("Enter")
+
+
+def test_generate_shows_an_image_with_infotext(page):
+    page.fill("#txt2img_prompt textarea", "a red circle on a blue background")
+    set_slider(page, "txt2img_steps", 4)
+    page.click("#txt2img_generate")
+    page.wait_for_selector("#txt2img_gallery img", timeout=60000)
+    page.wait_for_function("document.querySelector('#txt2img_html_info').innerText.includes('Steps: 4')",
+                           timeout=30000)
+    info = page.inner_text("#txt2img_html_info")
+    assert "a red circle on a blue background" in info
+    assert "Seed:" in info
+
+
+def test_bad_input_shows_an_error_and_the_page_keeps_working(page):
+    page.click("button[role=tab]:has-text('img2img')")
+    page.click("#img2img_generate")   # no image uploaded
+    page.wait_for_selector("#img2img_html_info .error-box", timeout=30000)
+    assert "init_images" in page.inner_text("#img2img_html_info")
+    page.click("button[role=tab]:has-text('txt2img')")
+    page.fill("#txt2img_prompt textarea", "a green triangle")
+    page.fill("#txt2img_seed input", "12")
+    set_slider(page, "txt2img_steps", 2)
+    page.click("#txt2img_generate")
+    page.wait_for_function("document.querySelector('#txt2img_html_info').innerText.includes('Seed: 12')",
+                           timeout=60000)
+
+
+def test_interrupt_stops_a_long_job(page):
+    set_slider(page, "txt2img_steps", 150)
+    set_slider(page, "txt2img_batch_count", 50)
+    page.click("#txt2img_generate")
+    page.wait_for_function("document.querySelector('#txt2img_progress').innerText.includes('step')", timeout=30000)
+    started = time.time()
+    page.click("#txt2img_interrupt")
+    page.wait_for_function("document.querySelector('#txt2img_progress').innerText.includes('interrupted')",
+                           timeout=30000)
+    assert time.time() - started < 15   # 50 batches x 150 steps would take far longer
+    set_slider(page, "txt2img_batch_count", 1)
