@@ -148,12 +148,8 @@ class StableDiffusionProcessing(BaseModel):
         n = self.batch_size * self.n_iter
         self.all_prompts = _expand(self.prompt, n)
         self.all_negative_prompts = _expand(self.negative_prompt, n)
-        seed = int(self.seed) if self.seed is not None and int(self.seed) != -1 else rng.random_seed()
-        subseed = int(self.subseed) if self.subseed is not None and int(self.subseed) != -1 else rng.random_seed()
-        self.seed, self.subseed = seed, subseed
-        # With a variation strength, every image keeps the seed and varies the subseed (A1111's rule).
-        self.all_seeds = [seed if self.subseed_strength > 0 else seed + i for i in range(n)]
-        self.all_subseeds = [subseed + i for i in range(n)]
+        self.seed, self.subseed = rng.fixed_seed(self.seed), rng.fixed_seed(self.subseed)
+        self.all_seeds, self.all_subseeds = rng.job_seeds(self.seed, self.subseed, self.subseed_strength, n)
         self.clip_skip = self.effective_clip_skip()
 
     def effective_clip_skip(self) -> int:
@@ -239,7 +235,7 @@ class StableDiffusionProcessingTxt2Img(StableDiffusionProcessing):
         shape = (model.unet.config.in_channels if not model.is_inpaint else 4, self.height // f, self.width // f)
         noise = rng.create_noise(shape, seeds, subseeds, self.subseed_strength, self.seed_resize_from_h,
                                  self.seed_resize_from_w, vae_scale_factor=f).to(model.device)
-        scheduler = make_scheduler(self, model)
+        scheduler = make_scheduler(self, model, seeds=seeds)
         scheduler.set_timesteps(self.steps, device=model.device)
         latents = noise * scheduler.init_noise_sigma
         image_cond = _blank_inpaint_conditioning(model, latents) if model.is_inpaint else None
@@ -266,7 +262,7 @@ class StableDiffusionProcessingTxt2Img(StableDiffusionProcessing):
         noise = rng.create_noise(shape, seeds, subseeds, self.subseed_strength).to(model.device)
         hr_conds, hr_unconds = conds_for(self, model, self._hr_prompts(), self._hr_negative_prompts(),
                                          steps) if (self.hr_prompt or self.hr_negative_prompt) else self._last_conds
-        scheduler = make_scheduler(self, model, self.hr_sampler_name, self.hr_scheduler)
+        scheduler = make_scheduler(self, model, self.hr_sampler_name, self.hr_scheduler, seeds)
         timesteps = img2img_timesteps(scheduler, steps, self.denoising_strength, self.opts.img2img_fix_steps, model.device)
         if len(timesteps) == 0:
             return latents
@@ -384,7 +380,7 @@ class StableDiffusionProcessingImg2Img(StableDiffusionProcessing):
         elif model.is_inpaint:
             image_cond = _blank_inpaint_conditioning(model, init_latents)
 
-        scheduler = make_scheduler(self, model)
+        scheduler = make_scheduler(self, model, seeds=seeds)
         timesteps = img2img_timesteps(scheduler, self.steps, self.denoising_strength, self.opts.img2img_fix_steps, model.device)
         if len(timesteps) == 0:
             return init_latents
@@ -616,16 +612,16 @@ def conds_for(p: StableDiffusionProcessing, model: Any, prompts: list[str], nega
 
 
 def make_scheduler(p: StableDiffusionProcessing, model: Any, sampler_name: str | None = None,
-                   scheduler_name: str | None = None):
-    sampler_name = sampler_name or p.sampler_name
-    scheduler_name = scheduler_name or p.scheduler
-    return sd_samplers.create_scheduler(sampler_name, scheduler_name, model.scheduler_config, eta=p.eta, opts=p.opts)
+                   scheduler_name: str | None = None, seeds: list[int] | None = None):
+    return sd_samplers.create_scheduler(sampler_name or p.sampler_name, scheduler_name or p.scheduler,
+                                        model.scheduler_config, eta=p.eta, opts=p.opts, s_churn=p.s_churn,
+                                        s_tmin=p.s_tmin, s_tmax=p.s_tmax, s_noise=p.s_noise, noise_seeds=seeds)
 
 
 def step_generators(p: StableDiffusionProcessing, seeds: list[int], shape: tuple[int, ...]) -> list[torch.Generator]:
     """Per-image generators for the sampler's own noise (ancestral / SDE samplers), continuing each image's seed."""
     delta = p.opts.eta_noise_seed_delta
-    if delta:
+    if delta and sd_samplers.uses_ensd(p.sampler_name):
         p.extra_generation_params["ENSD"] = delta
     return rng.generators(seeds, shape, eta_noise_seed_delta=delta)
 
@@ -661,7 +657,7 @@ def sample(model: Any, scheduler, latents: torch.Tensor, timesteps: torch.Tensor
         x_in = scheduler.scale_model_input(latents, t)
         if image_conditioning is not None:
             x_in = torch.cat([x_in, image_conditioning], dim=1)
-        noise_pred = cfg_denoise(model, x_in, t, conds.at_step(i + 1), unconds.at_step(i + 1), p.cfg_scale,
+        noise_pred = cfg_denoise(model, x_in, t, conds.at_step(i), unconds.at_step(i), p.cfg_scale,
                                  (p.height, p.width))
         latents = scheduler.step(noise_pred, t, latents, **step_kwargs).prev_sample
         if inpaint is not None:
