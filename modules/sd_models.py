@@ -30,12 +30,9 @@ import tempfile
 from collections import OrderedDict
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Iterable, Literal
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Literal
 
 import torch
-import transformers
-from diffusers import AutoencoderKL, DiffusionPipeline, UNet2DConditionModel
-from diffusers.loaders.single_file_utils import create_diffusers_clip_model_from_ldm
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file
 
@@ -44,6 +41,10 @@ from modules.ldm_convert import Family
 from modules.options import Options
 from modules.paths import CONFIGS_DIR, Paths
 from modules.sd_vae import VaeInfo
+
+if TYPE_CHECKING:  # diffusers and transformers are imported when a model is loaded, not at start-up
+    import transformers
+    from diffusers import AutoencoderKL, DiffusionPipeline, UNet2DConditionModel
 
 log = logging.getLogger(__name__)
 
@@ -742,6 +743,8 @@ class ModelManager:
         return pipe, spec.family, spec.prediction_type, spec.config_dir
 
     def _load_diffusers_folder(self, path: Path) -> tuple[DiffusionPipeline, Family, PredictionType, Path]:
+        from diffusers import DiffusionPipeline
+
         index = json.loads((path / "model_index.json").read_text())
         kwargs: dict[str, Any] = {}
         if "safety_checker" in index:
@@ -793,6 +796,10 @@ def build_pipeline(state_dict: StateDict, spec: ModelSpec,
                    find_config: Callable[[str], Path | None]) -> tuple[DiffusionPipeline, ModelSpec]:
     """Assemble the pipeline from an original-layout state dict and ``spec.config_dir`` (no network). The UNet is
     built first so an unknown SD2 prediction type can be probed; ``find_config`` then supplies the matching folder."""
+    import transformers
+    from diffusers import DiffusionPipeline, UNet2DConditionModel
+    from diffusers.loaders.single_file_utils import create_diffusers_clip_model_from_ldm
+
     config = str(spec.config_dir)
     common: dict[str, Any] = {"config": config, "local_files_only": True}
     unet_config = UNet2DConditionModel.load_config(config, subfolder="unet")

@@ -23,25 +23,10 @@ import inspect
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cache
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
-import diffusers
-from diffusers import (
-    DDIMScheduler,
-    DPMSolverMultistepScheduler,
-    DPMSolverSDEScheduler,
-    DPMSolverSinglestepScheduler,
-    EulerAncestralDiscreteScheduler,
-    EulerDiscreteScheduler,
-    HeunDiscreteScheduler,
-    KDPM2AncestralDiscreteScheduler,
-    KDPM2DiscreteScheduler,
-    LCMScheduler,
-    LMSDiscreteScheduler,
-    PNDMScheduler,
-    UniPCMultistepScheduler,
-)
-from diffusers.schedulers.scheduling_utils import SchedulerMixin
+if TYPE_CHECKING:  # diffusers is imported on first use: listing samplers must not cost its import time
+    from diffusers.schedulers.scheduling_utils import SchedulerMixin
 
 from modules.options import Options
 
@@ -118,12 +103,18 @@ _EULER_OPTIONS = ("s_churn", "s_tmin", "s_tmax", "s_noise")
 class _Sampler:
     name: str
     aliases: tuple[str, ...]
-    cls: type[SchedulerMixin]
+    cls_name: str                         # diffusers scheduler class
     config: dict[str, Any]                # solver settings fixed for this sampler
     schedules: tuple[str, ...]            # labels besides Automatic that diffusers implements for it
     default_schedule: str | None = None   # what Automatic means; None = the model's own spacing
     step_options: tuple[str, ...] = ()    # A1111 options this scheduler's step() takes
     options: dict[str, Any] = field(default_factory=dict)  # A1111's SamplerData.options
+
+    @property
+    def cls(self) -> type[SchedulerMixin]:
+        import diffusers
+
+        return getattr(diffusers, self.cls_name)
 
 
 def _dpm_multistep(order: int, algorithm: str, solver: str = "midpoint") -> dict[str, Any]:
@@ -132,43 +123,43 @@ def _dpm_multistep(order: int, algorithm: str, solver: str = "midpoint") -> dict
 
 
 _SAMPLERS: list[_Sampler] = [
-    _Sampler("DPM++ 2M", ("k_dpmpp_2m",), DPMSolverMultistepScheduler, _dpm_multistep(2, "dpmsolver++"), _ALL,
+    _Sampler("DPM++ 2M", ("k_dpmpp_2m",), "DPMSolverMultistepScheduler", _dpm_multistep(2, "dpmsolver++"), _ALL,
              "Karras", options={"scheduler": "karras"}),
-    _Sampler("DPM++ SDE", ("k_dpmpp_sde",), DPMSolverSDEScheduler, {}, _ALL, "Karras", ("s_noise",),
+    _Sampler("DPM++ SDE", ("k_dpmpp_sde",), "DPMSolverSDEScheduler", {}, _ALL, "Karras", ("s_noise",),
              options={"scheduler": "karras", "second_order": True, "brownian_noise": True}),
-    _Sampler("DPM++ 2M SDE", ("k_dpmpp_2m_sde",), DPMSolverMultistepScheduler, _dpm_multistep(2, "sde-dpmsolver++"),
+    _Sampler("DPM++ 2M SDE", ("k_dpmpp_2m_sde",), "DPMSolverMultistepScheduler", _dpm_multistep(2, "sde-dpmsolver++"),
              _ALL, "Exponential", options={"scheduler": "exponential", "brownian_noise": True}),
-    _Sampler("DPM++ 2M SDE Heun", ("k_dpmpp_2m_sde_heun",), DPMSolverMultistepScheduler,
+    _Sampler("DPM++ 2M SDE Heun", ("k_dpmpp_2m_sde_heun",), "DPMSolverMultistepScheduler",
              _dpm_multistep(2, "sde-dpmsolver++", "heun"), _ALL, "Exponential",
              options={"scheduler": "exponential", "brownian_noise": True, "solver_type": "heun"}),
-    _Sampler("DPM++ 2S a", ("k_dpmpp_2s_a",), DPMSolverSinglestepScheduler,
+    _Sampler("DPM++ 2S a", ("k_dpmpp_2s_a",), "DPMSolverSinglestepScheduler",
              {"solver_order": 2, "algorithm_type": "sde-dpmsolver++", "solver_type": "midpoint",
               "lower_order_final": True, "final_sigmas_type": "zero"},
              ("Karras", "Exponential", "SGM Uniform", "Beta"), "Karras",
              options={"scheduler": "karras", "uses_ensd": True, "second_order": True}),
-    _Sampler("DPM++ 3M SDE", ("k_dpmpp_3m_sde",), DPMSolverMultistepScheduler, _dpm_multistep(3, "sde-dpmsolver++"),
+    _Sampler("DPM++ 3M SDE", ("k_dpmpp_3m_sde",), "DPMSolverMultistepScheduler", _dpm_multistep(3, "sde-dpmsolver++"),
              _ALL, "Exponential", options={"scheduler": "exponential", "discard_next_to_last_sigma": True,
                                            "brownian_noise": True}),
-    _Sampler("Euler a", ("k_euler_a", "k_euler_ancestral"), EulerAncestralDiscreteScheduler, {}, _SPACINGS,
+    _Sampler("Euler a", ("k_euler_a", "k_euler_ancestral"), "EulerAncestralDiscreteScheduler", {}, _SPACINGS,
              options={"uses_ensd": True}),
-    _Sampler("Euler", ("k_euler",), EulerDiscreteScheduler,
+    _Sampler("Euler", ("k_euler",), "EulerDiscreteScheduler",
              {"interpolation_type": "linear", "timestep_type": "discrete", "final_sigmas_type": "zero"}, _ALL,
              step_options=_EULER_OPTIONS),
-    _Sampler("LMS", ("k_lms",), LMSDiscreteScheduler, {}, _ALL),
-    _Sampler("Heun", ("k_heun",), HeunDiscreteScheduler, {}, _ALL, options={"second_order": True}),
-    _Sampler("DPM2", ("k_dpm_2",), KDPM2DiscreteScheduler, {}, _ALL, "Karras",
+    _Sampler("LMS", ("k_lms",), "LMSDiscreteScheduler", {}, _ALL),
+    _Sampler("Heun", ("k_heun",), "HeunDiscreteScheduler", {}, _ALL, options={"second_order": True}),
+    _Sampler("DPM2", ("k_dpm_2",), "KDPM2DiscreteScheduler", {}, _ALL, "Karras",
              options={"scheduler": "karras", "discard_next_to_last_sigma": True, "second_order": True}),
-    _Sampler("DPM2 a", ("k_dpm_2_a",), KDPM2AncestralDiscreteScheduler, {}, _ALL, "Karras",
+    _Sampler("DPM2 a", ("k_dpm_2_a",), "KDPM2AncestralDiscreteScheduler", {}, _ALL, "Karras",
              options={"scheduler": "karras", "discard_next_to_last_sigma": True, "uses_ensd": True,
                       "second_order": True}),
-    _Sampler("DDIM", ("ddim",), DDIMScheduler, {}, _SPACINGS, step_options=("eta",)),
-    _Sampler("PLMS", ("plms",), PNDMScheduler, {"skip_prk_steps": True}, _SPACINGS),
+    _Sampler("DDIM", ("ddim",), "DDIMScheduler", {}, _SPACINGS, step_options=("eta",)),
+    _Sampler("PLMS", ("plms",), "PNDMScheduler", {"skip_prk_steps": True}, _SPACINGS),
     # A1111's UniPC: variant bh1, order 3, lower order final, ending at the smallest training sigma (bh1 cannot
     # step to sigma 0: diffusers returns NaN).
-    _Sampler("UniPC", ("unipc",), UniPCMultistepScheduler,
+    _Sampler("UniPC", ("unipc",), "UniPCMultistepScheduler",
              {"solver_type": "bh1", "solver_order": 3, "lower_order_final": True, "predict_x0": True,
               "final_sigmas_type": "sigma_min"}, _ALL),
-    _Sampler("LCM", ("k_lcm",), LCMScheduler, {}, ()),
+    _Sampler("LCM", ("k_lcm",), "LCMScheduler", {}, ()),
 ]
 
 samplers: list[SamplerData] = [SamplerData(s.name, list(s.aliases), dict(s.options)) for s in _SAMPLERS]
@@ -270,13 +261,14 @@ def create_scheduler(sampler_name: str, scheduler: str | None, model_scheduler_c
         **(_SCHEDULE_CONFIG[schedule] if schedule else {}),
         **sampler.config,
     }
-    if sampler.cls is DPMSolverSDEScheduler:
+    cls = sampler.cls
+    if sampler.cls_name == "DPMSolverSDEScheduler":
         values["noise_sampler_seed"] = list(noise_seeds) if noise_seeds is not None else 0
-    accepted = inspect.signature(sampler.cls.__init__).parameters
+    accepted = inspect.signature(cls.__init__).parameters
     kwargs = {key: value for key, value in values.items() if key in accepted}
     if not sampler.step_options:
-        return sampler.cls(**kwargs)
-    instance = _with_step_options(sampler.cls, sampler.step_options)(**kwargs)
+        return cls(**kwargs)
+    instance = _with_step_options(cls, sampler.step_options)(**kwargs)
     overrides = {"eta": eta, "s_churn": s_churn, "s_tmin": s_tmin, "s_tmax": s_tmax, "s_noise": s_noise}
     instance.step_options = _step_option_values(sampler.step_options, overrides, opts or Options())
     return instance
@@ -284,6 +276,9 @@ def create_scheduler(sampler_name: str, scheduler: str | None, model_scheduler_c
 
 def _model_values(config: Mapping[str, Any]) -> dict[str, Any]:
     """The model's noise schedule: its config's values, else its scheduler class's defaults, else SD's."""
+    import diffusers
+    from diffusers.schedulers.scheduling_utils import SchedulerMixin
+
     class_defaults: dict[str, Any] = {}
     model_cls = getattr(diffusers, str(config.get("_class_name", "")), None)
     if isinstance(model_cls, type) and issubclass(model_cls, SchedulerMixin):

@@ -16,8 +16,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
 import torch
-from diffusers import AutoencoderKL
+
+if TYPE_CHECKING:
+    from diffusers import AutoencoderKL
 
 VAE_EXTENSIONS = (".safetensors", ".pt", ".ckpt")
 AUTOMATIC = "Automatic"
@@ -78,5 +82,7 @@ def resolve_vae(choice: str, checkpoint_path: Path, vaes: list[VaeInfo], vae_dir
 def build_vae(state_dict: dict[str, torch.Tensor], config_dir: Path) -> AutoencoderKL:
     """An ``AutoencoderKL`` with the architecture of ``config_dir/vae`` from an original-layout VAE state dict (a
     standalone VAE file, or a whole checkpoint whose keys start with ``first_stage_model.``)."""
+    from diffusers import AutoencoderKL
+
     vae = AutoencoderKL.from_single_file(state_dict, config=str(config_dir), subfolder="vae", local_files_only=True)
     return vae.eval()
