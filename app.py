@@ -65,17 +65,11 @@ def main(argv: list[str] | None = None) -> None:
         log.error(problem)
         sys.exit(2)
 
-    import torch
-
-    if args.threads:
-        torch.set_num_threads(args.threads)
     from modules.job_queue import JobQueue
     from modules.runtime import Runtime
 
     runtime = Runtime.create(args)
     runtime.queue = JobQueue(runtime.paths.history_db)
-    if not args.skip_load_model_at_start:
-        runtime.load_initial_model()
     app = build_app(args, runtime)
 
     import uvicorn
@@ -85,13 +79,25 @@ def main(argv: list[str] | None = None) -> None:
     server = uvicorn.Server(config)
     url = f"http://{'127.0.0.1' if host == '0.0.0.0' else host}:{args.port}"
 
-    def announce() -> None:
+    def after_start() -> None:
+        """The page is served at once; the model (and torch's heavier libraries) load right after."""
         while not server.started:
             time.sleep(0.05)
         log.info("Running on %s (startup %.1fs)%s", url, time.perf_counter() - started,
                  " — API at /sdapi/v1, docs at /docs" if args.api else "")
+        if args.threads:
+            import torch
 
-    threading.Thread(target=announce, daemon=True).start()
+            torch.set_num_threads(args.threads)
+        if args.skip_load_model_at_start:
+            runtime.model_ready.set()
+            return
+        runtime.load_initial_model()
+        if runtime.models.current is not None:
+            log.info("Model %s ready (%.1fs after start)", runtime.models.current.sd_checkpoint_info.title,
+                     time.perf_counter() - started)
+
+    threading.Thread(target=after_start, daemon=True, name="model-loader").start()
     try:
         server.run()
     finally:

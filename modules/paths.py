@@ -44,6 +44,11 @@ class Paths:
         return self.data_dir / "cache.json"
 
     @property
+    def configs_dir(self) -> Path:
+        """Extra architecture config folders (diffusers config-only dirs) a checkpoint can name in its metadata."""
+        return self.data_dir / "configs"
+
+    @property
     def history_db(self) -> Path:
         return self.data_dir / "history.sqlite3"
 

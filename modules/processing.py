@@ -29,7 +29,8 @@ from PIL import Image, ImageFilter, ImageOps
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 from tqdm.auto import tqdm
 
-from modules import conditioning, images, infotext, masking, rng, sd_samplers
+from modules import (conditioning, extra_networks, images, infotext, masking, rng, script_callbacks, sd_samplers,
+                     styles)
 from modules.options import Options
 from modules.progress import JobState
 
@@ -72,7 +73,7 @@ class StableDiffusionProcessing(BaseModel):
     batch_size: int = Field(1, ge=1, le=64)
     n_iter: int = Field(1, ge=1, le=1000)
     steps: int = Field(20, ge=1, le=1000)
-    cfg_scale: float = Field(7.0, ge=0.0, le=100.0)
+    cfg_scale: int | float = Field(7.0, ge=0.0, le=100.0)  # an int stays an int: the infotext shows what was asked
     width: int = Field(512, ge=8, le=MAX_SIDE)
     height: int = Field(512, ge=8, le=MAX_SIDE)
     restore_faces: bool | None = None
@@ -91,12 +92,14 @@ class StableDiffusionProcessing(BaseModel):
     outpath_grids: str | None = None
     extra_generation_params: dict[str, Any] = Field(default_factory=dict)
     comments: dict[str, Any] = Field(default_factory=dict)
+    disable_extra_networks: bool = False
     # Runtime, set by whoever runs the job (not parameters; excluded from dumps).
     sd_model: Any = Field(None, exclude=True)
     opts: Any = Field(None, exclude=True)
     state: Any = Field(None, exclude=True)
     scripts: Any = Field(None, exclude=True)
     script_args: list[Any] = Field(default_factory=list, exclude=True)
+    prompt_resources: Any = Field(None, exclude=True)  # extra_networks.PromptResources: styles, embeddings, LoRA
 
     @field_validator("width", "height")
     @classmethod
@@ -260,8 +263,11 @@ class StableDiffusionProcessingTxt2Img(StableDiffusionProcessing):
         steps = self.hr_second_pass_steps or self.steps
         shape = tuple(latents.shape[1:])
         noise = rng.create_noise(shape, seeds, subseeds, self.subseed_strength).to(model.device)
-        hr_conds, hr_unconds = conds_for(self, model, self._hr_prompts(), self._hr_negative_prompts(),
-                                         steps) if (self.hr_prompt or self.hr_negative_prompt) else self._last_conds
+        if self.hr_prompt or self.hr_negative_prompt:
+            hr_conds, hr_unconds = conds_for(self, model, self._hr_prompts(), self._hr_negative_prompts(), self.steps,
+                                             hires_steps=steps)
+        else:
+            hr_conds, hr_unconds = self._last_conds
         scheduler = make_scheduler(self, model, self.hr_sampler_name, self.hr_scheduler, seeds)
         timesteps = img2img_timesteps(scheduler, steps, self.denoising_strength, self.opts.img2img_fix_steps, model.device)
         if len(timesteps) == 0:
@@ -478,7 +484,10 @@ def process_images(p: StableDiffusionProcessing) -> Processed:
     _fill_runtime_defaults(p)
     if p.override_settings:
         p.opts = apply_overrides(p.opts, p.override_settings)
-    return _process(p)
+    try:
+        return _process(p)
+    finally:
+        extra_networks.deactivate(p)  # e.g. LoRA off: the model is its base model again
 
 
 def apply_overrides(opts: Options, overrides: dict[str, Any]) -> Options:
@@ -498,16 +507,20 @@ def _fill_runtime_defaults(p: StableDiffusionProcessing) -> None:
         p.sd_model = p.sd_model or shared.sd_model
         p.opts = p.opts or shared.opts
         p.state = p.state or shared.state
+        if p.prompt_resources is None and shared.runtime is not None and p.sd_model is not None:
+            p.prompt_resources = shared.runtime.prompt_resources(p.sd_model)
     if p.sd_model is None:
         raise GenerationError("no checkpoint is loaded")
 
 
 def _process(p: StableDiffusionProcessing) -> Processed:
+    _run_hook(p, "before_process")
     model, state, opts = p.sd_model, p.state, p.opts
     t0 = time.perf_counter()
     sd_samplers.resolve(p.sampler_name, p.scheduler)  # unknown names fail before any work
     _check_size(p, model)
     p.setup_prompts()
+    styles.apply_styles(p)
     p.init(model)
     _run_hook(p, "process")
     state.job_count = max(state.job_count, p.n_iter)
@@ -522,9 +535,12 @@ def _process(p: StableDiffusionProcessing) -> Processed:
             p.iteration = n
             batch = slice(n * p.batch_size, (n + 1) * p.batch_size)
             seeds, subseeds = p.all_seeds[batch], p.all_subseeds[batch]
-            _run_hook(p, "before_process_batch", batch_number=n, prompts=p.all_prompts[batch], seeds=seeds)
+            _run_hook(p, "before_process_batch", batch_number=n, prompts=p.all_prompts[batch], seeds=seeds,
+                      subseeds=subseeds)
             conds, unconds = conds_for(p, model, p.all_prompts[batch], p.all_negative_prompts[batch], p.steps)
             p._last_conds = (conds, unconds)
+            _run_hook(p, "process_batch", batch_number=n, prompts=p.all_prompts[batch], seeds=seeds,
+                      subseeds=subseeds)
             t = time.perf_counter()
             latents = p.sample_batch(model, conds, unconds, seeds, subseeds)
             timings["sampling"] += time.perf_counter() - t
@@ -536,6 +552,7 @@ def _process(p: StableDiffusionProcessing) -> Processed:
             _run_hook(p, "postprocess_batch", batch_number=n, images=decoded)
             t = time.perf_counter()
             for i, image in enumerate(decoded):
+                image = _run_hook(p, "postprocess_image", image=image) or image
                 image = p.postprocess_image(i, image)
                 index = n * p.batch_size + i
                 text = p.infotext(index)
@@ -594,20 +611,34 @@ def _outdir(p: StableDiffusionProcessing, grid: bool) -> str:
     return str(path)
 
 
-def _run_hook(p: StableDiffusionProcessing, name: str, **kwargs: Any) -> None:
-    """Typed call points for scripts (A1111's Script lifecycle); a failing script is reported by the runner."""
+def _run_hook(p: StableDiffusionProcessing, name: str, **kwargs: Any) -> Any:
+    """Typed call points for scripts (A1111's Script lifecycle); a failing script is reported by the runner.
+    Returns the runner's answer (``postprocess_image`` gives the image to keep), None without scripts."""
     if p.scripts is not None:
-        getattr(p.scripts, name)(p, **kwargs)
+        return getattr(p.scripts, name)(p, **kwargs)
+    return None
 
 
 # ---------------------------------------------------------------------------------------------------------------------
 # Pieces of the path
 # ---------------------------------------------------------------------------------------------------------------------
-def conds_for(p: StableDiffusionProcessing, model: Any, prompts: list[str], negative_prompts: list[str], steps: int):
-    """Scheduled conditioning for a batch: positives (with AND parts) and negatives."""
-    kwargs = dict(clip_skip=p.effective_clip_skip(), emphasis=p.opts.emphasis, use_old_scheduling=p.opts.use_old_scheduling)
+def conds_for(p: StableDiffusionProcessing, model: Any, prompts: list[str], negative_prompts: list[str], steps: int,
+              hires_steps: int | None = None):
+    """Scheduled conditioning for a batch: positives (with AND parts) and negatives.
+
+    Extra-network tags are removed from the positive prompts and the networks they name (LoRA) made active on the
+    model from here on; textual-inversion embeddings replace their trigger words and are listed as ``TI hashes``.
+    ``hires_steps``: the schedules are for a hires pass of that many steps after ``steps`` first-pass steps.
+    """
+    prompts, network_data = extra_networks.parse_prompts(prompts)
+    if not p.disable_extra_networks:
+        extra_networks.activate(p, network_data)
+    embeddings = extra_networks.EmbeddingUsage(getattr(p.prompt_resources, "embeddings", None))
+    kwargs = dict(clip_skip=p.effective_clip_skip(), emphasis=p.opts.emphasis, hires_steps=hires_steps,
+                  use_old_scheduling=p.opts.use_old_scheduling, embeddings=embeddings)
     conds = conditioning.encode_prompts(model, prompts, steps, **kwargs)
     unconds = conditioning.encode_prompts(model, negative_prompts, steps, negative=True, **kwargs)
+    embeddings.add_hashes_to(p)
     return conds, unconds
 
 
@@ -658,7 +689,7 @@ def sample(model: Any, scheduler, latents: torch.Tensor, timesteps: torch.Tensor
         if image_conditioning is not None:
             x_in = torch.cat([x_in, image_conditioning], dim=1)
         noise_pred = cfg_denoise(model, x_in, t, conds.at_step(i), unconds.at_step(i), p.cfg_scale,
-                                 (p.height, p.width))
+                                 (p.height, p.width), step=i, total_steps=len(timesteps), scheduler=scheduler)
         latents = scheduler.step(noise_pred, t, latents, **step_kwargs).prev_sample
         if inpaint is not None:
             mask, init_latents, noise = inpaint
@@ -678,9 +709,11 @@ def _accepts_generator(scheduler) -> bool:
 
 
 def cfg_denoise(model: Any, x: torch.Tensor, t: torch.Tensor, cond_parts: list[list[tuple[Any, float]]],
-                unconds: list[list[tuple[Any, float]]], cfg_scale: float, size: tuple[int, int]) -> torch.Tensor:
+                unconds: list[list[tuple[Any, float]]], cfg_scale: float, size: tuple[int, int], *, step: int = 0,
+                total_steps: int = 0, scheduler: Any = None) -> torch.Tensor:
     """One UNet call for every AND part of every image plus the negatives, combined as composable diffusion:
-    ``uncond + Σ wᵢ·cfg·(condᵢ − uncond)``."""
+    ``uncond + Σ wᵢ·cfg·(condᵢ − uncond)``. Registered ``script_callbacks.on_cfg_*`` callbacks see (and may replace)
+    the UNet's inputs, its output and the combined prediction of sampling step ``step`` of ``total_steps``."""
     xs, conds_flat = [], []
     for i, parts in enumerate(cond_parts):
         for cond, _ in parts:
@@ -693,10 +726,17 @@ def cfg_denoise(model: Any, x: torch.Tensor, t: torch.Tensor, cond_parts: list[l
         conds_flat.extend(parts[0][0] for parts in unconds)
     embeds, pooled = conditioning.stack_conds(conds_flat)
     x_batch = torch.stack(xs)
+    hooked = script_callbacks.cfg_callbacks_active()
+    if hooked:
+        x_batch, embeds = _cfg_denoiser_callbacks(model, x_batch, embeds, n_cond, t, scheduler, step, total_steps)
     added = _sdxl_added_cond(model, pooled, size, x_batch.shape[0]) if model.is_sdxl else None
     out = model.unet(x_batch, t, encoder_hidden_states=embeds.to(x_batch.dtype), added_cond_kwargs=added).sample
+    if hooked:
+        denoised = script_callbacks.CFGDenoisedParams(out, step, total_steps, model.unet)
+        script_callbacks.cfg_denoised_callback(denoised)
+        out = denoised.x
     if skip_uncond:
-        return out
+        return _after_cfg_callbacks(out, step, total_steps) if hooked else out
     out_cond, out_uncond = out[:n_cond], out[n_cond:]
     result = out_uncond.clone()
     k = 0
@@ -704,7 +744,35 @@ def cfg_denoise(model: Any, x: torch.Tensor, t: torch.Tensor, cond_parts: list[l
         for _, weight in parts:
             result[i] += (out_cond[k] - out_uncond[i]) * (weight * cfg_scale)
             k += 1
-    return result
+    return _after_cfg_callbacks(result, step, total_steps) if hooked else result
+
+
+def _cfg_denoiser_callbacks(model: Any, x_batch: torch.Tensor, embeds: torch.Tensor, n_cond: int, t: torch.Tensor,
+                            scheduler: Any, step: int, total_steps: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``on_cfg_denoiser``: callbacks may replace the latent input, the inpainting channels and the embeddings."""
+    channels = model.vae.config.latent_channels
+    image_cond = x_batch[:, channels:] if x_batch.shape[1] > channels else None
+    sigma = _step_sigma(scheduler, t).expand(x_batch.shape[0]) if scheduler is not None else None
+    params = script_callbacks.CFGDenoiserParams(x_batch[:, :channels], image_cond, sigma, step, total_steps,
+                                                embeds[:n_cond], embeds[n_cond:], model)
+    script_callbacks.cfg_denoiser_callback(params)
+    x = params.x if params.image_cond is None else torch.cat([params.x, params.image_cond], dim=1)
+    return x, torch.cat([params.text_cond, params.text_uncond])
+
+
+def _after_cfg_callbacks(x: torch.Tensor, step: int, total_steps: int) -> torch.Tensor:
+    params = script_callbacks.AfterCFGCallbackParams(x, step, total_steps)
+    script_callbacks.cfg_after_cfg_callback(params)
+    return params.x
+
+
+def _step_sigma(scheduler: Any, t: torch.Tensor) -> torch.Tensor:
+    """The noise level of the current step as k-diffusion's sigma, ``sqrt((1-ᾱ)/ᾱ)``."""
+    index = getattr(scheduler, "step_index", None)
+    if index is not None and getattr(scheduler, "sigmas", None) is not None:
+        return scheduler.sigmas[index].reshape(())
+    alpha = scheduler.alphas_cumprod[int(t)]
+    return ((1 - alpha) / alpha) ** 0.5
 
 
 def _sdxl_added_cond(model: Any, pooled: torch.Tensor, size: tuple[int, int], n: int) -> dict[str, torch.Tensor]:

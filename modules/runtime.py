@@ -7,19 +7,28 @@ from __future__ import annotations
 
 import argparse
 import logging
+import threading
 from dataclasses import dataclass, field
-from typing import Any
-
-import torch
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
 
 from modules.options import Options
 from modules.paths import Paths
 from modules.progress import JobState
 
+if TYPE_CHECKING:
+    import torch
+
+    from modules.extra_networks import EmbeddingLibrary, PromptResources
+    from modules.lora import LoraLibrary
+    from modules.styles import StyleDatabase
+
 log = logging.getLogger(__name__)
 
 
-def pick_device(requested: str | None = None) -> torch.device:
+def pick_device(requested: str | None = None) -> "torch.device":
+    import torch
+
     if requested:
         return torch.device(requested)
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -32,8 +41,9 @@ class Runtime:
     opts: Options
     models: Any            # modules.sd_models.ModelManager
     queue: Any = None      # modules.job_queue.JobQueue
-    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    device: Any = "cpu"   # torch.device
     state: JobState = field(default_factory=JobState)   # the job that runs now (mirrors the queue's)
+    model_ready: threading.Event = field(default_factory=threading.Event)  # set once the start-up load is done
 
     @classmethod
     def create(cls, args: argparse.Namespace) -> "Runtime":
@@ -44,7 +54,9 @@ class Runtime:
         paths.ensure()
         opts = Options.load(paths.config_file)
         device = pick_device(getattr(args, "device", None))
-        models = ModelManager(paths, opts, device=device)
+        from modules.paths import CONFIGS_DIR
+
+        models = ModelManager(paths, opts, device=device, configs_dirs=(paths.configs_dir, CONFIGS_DIR))
         runtime = cls(args=args, paths=paths, opts=opts, models=models, device=device)
         from modules import shared
 
@@ -54,6 +66,12 @@ class Runtime:
     # -- models ----------------------------------------------------------------------------------------------------------
     def load_initial_model(self) -> None:
         """Load ``--ckpt`` or the configured checkpoint, else the default; a failure is logged, not fatal."""
+        try:
+            self._load_initial_model()
+        finally:
+            self.model_ready.set()
+
+    def _load_initial_model(self) -> None:
         wanted = getattr(self.args, "ckpt", None) or self.opts.sd_model_checkpoint
         try:
             model = self.models.load(wanted) if wanted else self.models.select_default()
@@ -74,6 +92,38 @@ class Runtime:
         self.opts.save()
         return model
 
+    # -- prompt resources: styles, textual-inversion embeddings, LoRA -----------------------------------------------------
+    @cached_property
+    def prompt_styles(self) -> StyleDatabase:
+        """``styles.csv`` in the data dir (A1111's ``shared.prompt_styles``)."""
+        from modules.styles import StyleDatabase
+
+        return StyleDatabase(self.paths.data_dir / "styles.csv")
+
+    @cached_property
+    def embeddings(self) -> EmbeddingLibrary:
+        """The embeddings folder, loaded for the model of the job that runs (``for_model``)."""
+        from modules.extra_networks import EmbeddingLibrary
+
+        return EmbeddingLibrary(self.paths.embeddings_dir)
+
+    @cached_property
+    def loras(self) -> LoraLibrary:
+        """The LoRA files (``<lora:name:weight>``)."""
+        from modules.lora import LoraLibrary
+
+        return LoraLibrary(self.paths.lora_dir)
+
+    def prompt_resources(self, model: Any) -> PromptResources:
+        """What a job on ``model`` can use besides prompt words. The style file and the embeddings folder are read
+        again when they changed on disk."""
+        from modules.extra_networks import PromptResources
+        from modules.lora import LoraNetwork
+
+        self.prompt_styles.reload_if_changed()
+        return PromptResources(styles=self.prompt_styles, embeddings=self.embeddings.for_model(model),
+                               networks={"lora": LoraNetwork(self.loras)})
+
     # -- jobs ------------------------------------------------------------------------------------------------------------
     def prepare(self, p: Any, state: JobState) -> Any:
         """Attach model, options, data dir and progress to a processing object before it runs."""
@@ -82,6 +132,7 @@ class Runtime:
         p.opts = self.opts
         p.state = state
         p.data_dir = str(self.paths.data_dir)
+        p.prompt_resources = self.prompt_resources(p.sd_model)
         return p
 
     def run(self, p: Any, state: JobState) -> Any:

@@ -72,6 +72,12 @@ def checkpoint_choices(runtime: Runtime) -> list[str]:
         return []
 
 
+def style_choices(runtime: Runtime) -> list[str]:
+    """Names of the styles in ``styles.csv`` (read again if it changed)."""
+    runtime.prompt_styles.reload_if_changed()
+    return list(runtime.prompt_styles.styles)
+
+
 def sampler_choices() -> tuple[list[str], list[str]]:
     from modules import sd_samplers
 
@@ -118,7 +124,8 @@ def seed_from_info(info_json: str) -> int:
 class GenerationControls:
     """Widgets shared by txt2img and img2img."""
 
-    def __init__(self, tab: str, native_size: int, samplers: list[str], schedulers: list[str]):
+    def __init__(self, tab: str, native_size: int, samplers: list[str], schedulers: list[str],
+                 style_names: list[str]):
         with gr.Row():
             with gr.Column(scale=6):
                 self.prompt = gr.Textbox(label="Prompt", lines=3, placeholder="Prompt (press Ctrl+Enter to generate)",
@@ -131,6 +138,8 @@ class GenerationControls:
                 with gr.Row():
                     self.interrupt = gr.Button("Interrupt", elem_id=f"{tab}_interrupt")
                     self.skip = gr.Button("Skip", elem_id=f"{tab}_skip")
+                self.styles = gr.Dropdown(style_names, value=[], multiselect=True, label="Styles",
+                                          elem_id=f"{tab}_styles")
         self.tab = tab
         self.samplers, self.schedulers = samplers, schedulers
         self.native_size = native_size
@@ -188,7 +197,7 @@ class GenerationControls:
          seed, subseed, subseed_strength, resize_w, resize_h) = values
         return dict(prompt=prompt or "", negative_prompt=negative_prompt or "", sampler_name=sampler_name,
                     scheduler=scheduler, steps=int(steps), width=int(width), height=int(height), n_iter=int(n_iter),
-                    batch_size=int(batch_size), cfg_scale=float(cfg_scale),
+                    batch_size=int(batch_size), cfg_scale=_number(cfg_scale),
                     seed=int(seed) if seed is not None else -1, subseed=int(subseed) if subseed is not None else -1,
                     subseed_strength=float(subseed_strength),
                     seed_resize_from_w=int(resize_w) if resize_w else -1,
@@ -199,19 +208,35 @@ class GenerationControls:
         self.skip.click(lambda: runtime.queue.skip() and None, None, None, queue=False)
         self.random_seed.click(lambda: -1, None, self.seed, queue=False)
         self.reuse_seed.click(seed_from_info, self.generation_info, self.seed, queue=False)
-        for box, counter in ((self.prompt, self.prompt_tokens), (self.negative_prompt, self.negative_tokens)):
-            box.change(lambda text: token_counter(runtime, text), box, counter, queue=False,
-                       show_progress="hidden")
+        for box, counter, negative in ((self.prompt, self.prompt_tokens, False),
+                                       (self.negative_prompt, self.negative_tokens, True)):
+            def count(text: str, styles: list[str], negative: bool = negative) -> str:
+                return token_counter(runtime, text, styles, negative=negative)
+
+            for event in (box.change, self.styles.change):
+                event(count, [box, self.styles], counter, queue=False, show_progress="hidden")
 
 
-def token_counter(runtime: Runtime, text: str) -> str:
-    from modules import conditioning
+def _number(value: float) -> int | float:
+    """Whole numbers stay ints, so the infotext reads ``CFG scale: 7`` as A1111's UI writes it."""
+    value = float(value)
+    return int(value) if value.is_integer() else value
+
+
+def token_counter(runtime: Runtime, text: str, styles: list[str] | None = None, *, negative: bool = False) -> str:
+    """A1111's "count/target" for a prompt as it will be encoded: the selected styles applied, extra-network tags
+    (``<lora:...>``) removed, textual-inversion embeddings counted by their vectors."""
+    from modules import conditioning, extra_networks
 
     model = runtime.models.current
     if model is None:
         return "?/75"
     try:
-        count, limit = conditioning.count_tokens(model, text or "")
+        database = runtime.prompt_styles
+        apply_styles = database.apply_negative_styles_to_prompt if negative else database.apply_styles_to_prompt
+        prompt = extra_networks.strip_tags(apply_styles(text or "", styles or []))
+        count, limit = conditioning.count_tokens(model, prompt, negative=negative,
+                                                 embeddings=runtime.embeddings.loaded_for(model))
     except Exception:  # noqa: BLE001 - a counter must never break typing
         return "?/75"
     return f"{count}/{limit}"
@@ -223,7 +248,7 @@ def token_counter(runtime: Runtime, text: str) -> str:
 def txt2img_tab(runtime: Runtime, native: int, samplers, schedulers) -> GenerationControls:
     from modules.processing import StableDiffusionProcessingTxt2Img
 
-    c = GenerationControls("txt2img", native, samplers, schedulers)
+    c = GenerationControls("txt2img", native, samplers, schedulers, style_choices(runtime))
     with gr.Row():
         with gr.Column():
             c.sampling()
@@ -243,17 +268,19 @@ def txt2img_tab(runtime: Runtime, native: int, samplers, schedulers) -> Generati
     c.wire_common(runtime)
 
     def submit(*values):
+        values, styles = values[:-1], values[-1]  # c.styles is the last input
         try:
             p = StableDiffusionProcessingTxt2Img(
                 **GenerationControls.common_kwargs(list(values[:15])), enable_hr=bool(values[15]),
                 hr_upscaler=values[16], hr_second_pass_steps=int(values[17]),
-                denoising_strength=float(values[18]) if values[15] else None, hr_scale=float(values[19]))
+                denoising_strength=float(values[18]) if values[15] else None, hr_scale=float(values[19]),
+                styles=list(styles or []))
         except (ValidationError, ValueError) as e:
             yield gr.update(), format_error(e), "", None, gr.update()
             return
         yield from run_job(runtime, "txt2img", p)
 
-    inputs = c.common_values() + [enable_hr, hr_upscaler, hr_steps, hr_denoise, hr_scale]
+    inputs = c.common_values() + [enable_hr, hr_upscaler, hr_steps, hr_denoise, hr_scale, c.styles]
     outputs = [c.gallery, c.info, c.progress, c.preview, c.generation_info]
     c.generate.click(submit, inputs, outputs, concurrency_limit=8, show_progress="hidden")
     c.prompt.submit(submit, inputs, outputs, concurrency_limit=8, show_progress="hidden")
@@ -263,7 +290,7 @@ def txt2img_tab(runtime: Runtime, native: int, samplers, schedulers) -> Generati
 def img2img_tab(runtime: Runtime, native: int, samplers, schedulers) -> tuple[GenerationControls, dict]:
     from modules.processing import StableDiffusionProcessingImg2Img
 
-    c = GenerationControls("img2img", native, samplers, schedulers)
+    c = GenerationControls("img2img", native, samplers, schedulers, style_choices(runtime))
     w: dict[str, Any] = {}
     with gr.Row():
         with gr.Column():
@@ -300,6 +327,7 @@ def img2img_tab(runtime: Runtime, native: int, samplers, schedulers) -> tuple[Ge
     c.wire_common(runtime)
 
     def submit(mode, *values):
+        values, styles = values[:-1], values[-1]  # c.styles is the last input
         common = GenerationControls.common_kwargs(list(values[:15]))
         (init_img, editor, upload_img, upload_mask, resize_mode, mask_blur, mask_invert, inpainting_fill,
          inpaint_full_res, padding, denoising_strength) = values[15:]
@@ -309,7 +337,7 @@ def img2img_tab(runtime: Runtime, native: int, samplers, schedulers) -> tuple[Ge
                 **common, init_images=[image], mask=mask, resize_mode=int(resize_mode), mask_blur=int(mask_blur),
                 inpainting_mask_invert=int(mask_invert), inpainting_fill=int(inpainting_fill),
                 inpaint_full_res=bool(inpaint_full_res), inpaint_full_res_padding=int(padding),
-                denoising_strength=float(denoising_strength))
+                denoising_strength=float(denoising_strength), styles=list(styles or []))
         except (ValidationError, ValueError) as e:
             yield gr.update(), format_error(e), "", None, gr.update()
             return
@@ -317,7 +345,7 @@ def img2img_tab(runtime: Runtime, native: int, samplers, schedulers) -> tuple[Ge
 
     inputs = [w["mode"], *c.common_values(), w["init_img"], w["inpaint_editor"], w["upload_img"], w["upload_mask"],
               w["resize_mode"], w["mask_blur"], w["mask_invert"], w["inpainting_fill"], w["inpaint_full_res"],
-              w["padding"], w["denoising_strength"]]
+              w["padding"], w["denoising_strength"], c.styles]
     outputs = [c.gallery, c.info, c.progress, c.preview, c.generation_info]
     c.generate.click(submit, inputs, outputs, concurrency_limit=8, show_progress="hidden")
     return c, w
@@ -537,6 +565,16 @@ def create_ui(runtime: Runtime) -> gr.Blocks:
             targets, fill = paste_fields(c)
             button = png["to_txt2img"] if target_tab == "txt2img" else png["to_img2img"]
             button.click(fill, png["text"], targets).then(lambda t=target_tab: gr.Tabs(selected=t), None, tabs)
+
+        def on_page_load():
+            """The model loads after the server starts: show it, and default the size to its native resolution."""
+            runtime.model_ready.wait(timeout=60)
+            model = runtime.models.current
+            title = model.sd_checkpoint_info.title if model is not None else None
+            sizes = [gr.update(value=model.native_size) if model is not None else gr.update() for _ in range(4)]
+            return [gr.update(choices=checkpoint_choices(runtime), value=title), *sizes]
+
+        demo.load(on_page_load, None, [ckpt, t2i.width, t2i.height, i2i.width, i2i.height], queue=False)
     return demo
 
 

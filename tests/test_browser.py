@@ -24,12 +24,18 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def server(tiny_models_dir, tmp_path_factory):
+def server(tiny_models_dir, tiny_configs_dir, tmp_path_factory):
+    """The app on a data dir holding the tiny SD1 checkpoint (its architecture config beside it in configs/)."""
+    data_dir = tmp_path_factory.mktemp("browser-data")
+    ckpt_dir = data_dir / "models" / "Stable-diffusion"
+    ckpt_dir.mkdir(parents=True)
+    shutil.copy(tiny_models_dir / "models" / "Stable-diffusion" / "sd1.safetensors", ckpt_dir)
+    shutil.copytree(tiny_configs_dir, data_dir / "configs")
     port = free_port()
-    log = tmp_path_factory.mktemp("server") / "server.log"
+    log = Path(os.environ.get("BROWSER_TEST_SERVER_LOG") or tmp_path_factory.mktemp("server") / "server.log")
     env = dict(os.environ, HF_HUB_OFFLINE="1", GRADIO_ANALYTICS_ENABLED="False")
     with open(log, "w") as out:
-        proc = subprocess.Popen([sys.executable, "app.py", "--data-dir", str(tiny_models_dir), "--port", str(port)],
+        proc = subprocess.Popen([sys.executable, "app.py", "--data-dir", str(data_dir), "--port", str(port)],
                                 cwd=REPO, stdout=out, stderr=subprocess.STDOUT, env=env)
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 90
@@ -47,6 +53,7 @@ def server(tiny_models_dir, tmp_path_factory):
     yield url
     proc.terminate()
     proc.wait(10)
+    print("--- server log ---\n" + log.read_text()[-3000:])
 
 
 @pytest.fixture(scope="module")
@@ -60,6 +67,9 @@ def page(server):
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         page.goto(server)
         page.wait_for_selector("#txt2img_prompt textarea", timeout=30000)
+        # the model loads after the server is up; the page then switches to its native size (64 px)
+        page.wait_for_function("document.querySelector('#txt2img_width input[type=number]').value === '64'",
+                               timeout=60000)
         yield page
         browser.close()
 
