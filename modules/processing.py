@@ -125,8 +125,6 @@ class StableDiffusionProcessing(BaseModel):
     is_img2img: bool = Field(False, exclude=True)
     tab: str = Field("txt2img", exclude=True)
     data_dir: str | None = Field(None, exclude=True)
-    _last_conds: Any = PrivateAttr(None)
-
     # -- model-derived infotext values (A1111 reads these off p) -------------------------------------------------------
     @property
     def sd_model_name(self) -> str | None:
@@ -263,11 +261,9 @@ class StableDiffusionProcessingTxt2Img(StableDiffusionProcessing):
         steps = self.hr_second_pass_steps or self.steps
         shape = tuple(latents.shape[1:])
         noise = rng.create_noise(shape, seeds, subseeds, self.subseed_strength).to(model.device)
-        if self.hr_prompt or self.hr_negative_prompt:
-            hr_conds, hr_unconds = conds_for(self, model, self._hr_prompts(), self._hr_negative_prompts(), self.steps,
-                                             hires_steps=steps)
-        else:
-            hr_conds, hr_unconds = self._last_conds
+        # The hires pass has its own prompt schedule (A1111: `[a:b:1.5]` switches during this pass).
+        hr_conds, hr_unconds = conds_for(self, model, self._hr_prompts(), self._hr_negative_prompts(), self.steps,
+                                         hires_steps=steps)
         scheduler = make_scheduler(self, model, self.hr_sampler_name, self.hr_scheduler, seeds)
         timesteps = img2img_timesteps(scheduler, steps, self.denoising_strength, self.opts.img2img_fix_steps, model.device)
         if len(timesteps) == 0:
@@ -278,10 +274,13 @@ class StableDiffusionProcessingTxt2Img(StableDiffusionProcessing):
                       generators=step_generators(self, seeds, shape))
 
     def _hr_prompts(self) -> list[str]:
-        return self._batch_slice(_expand(self.hr_prompt or self.prompt, len(self.all_prompts)))
+        prompts = _expand(self.hr_prompt, len(self.all_prompts)) if self.hr_prompt else self.all_prompts
+        return self._batch_slice(prompts)
 
     def _hr_negative_prompts(self) -> list[str]:
-        return self._batch_slice(_expand(self.hr_negative_prompt or self.negative_prompt, len(self.all_prompts)))
+        negatives = (_expand(self.hr_negative_prompt, len(self.all_prompts)) if self.hr_negative_prompt
+                     else self.all_negative_prompts)
+        return self._batch_slice(negatives)
 
     def _batch_slice(self, values: list[str]) -> list[str]:
         start = self.iteration * self.batch_size
@@ -538,7 +537,6 @@ def _process(p: StableDiffusionProcessing) -> Processed:
             _run_hook(p, "before_process_batch", batch_number=n, prompts=p.all_prompts[batch], seeds=seeds,
                       subseeds=subseeds)
             conds, unconds = conds_for(p, model, p.all_prompts[batch], p.all_negative_prompts[batch], p.steps)
-            p._last_conds = (conds, unconds)
             _run_hook(p, "process_batch", batch_number=n, prompts=p.all_prompts[batch], seeds=seeds,
                       subseeds=subseeds)
             t = time.perf_counter()
@@ -584,6 +582,7 @@ def _process(p: StableDiffusionProcessing) -> Processed:
     processed = Processed(p=p, images=outputs, infotexts=infotexts, seed=p.all_seeds[0], all_seeds=p.all_seeds,
                           all_subseeds=p.all_subseeds, all_prompts=p.all_prompts,
                           all_negative_prompts=p.all_negative_prompts, index_of_first_image=index_of_first_image,
+                          comments="\n".join(p.comments),
                           interrupted=state.interrupted, files=files, timings=timings)
     _run_hook(p, "postprocess", processed=processed)
     log.info("%s: %d image(s) in %.2fs (sampling %.2fs, decode %.2fs, save %.2fs)", p.tab, len(infotexts),
@@ -752,7 +751,7 @@ def _cfg_denoiser_callbacks(model: Any, x_batch: torch.Tensor, embeds: torch.Ten
     """``on_cfg_denoiser``: callbacks may replace the latent input, the inpainting channels and the embeddings."""
     channels = model.vae.config.latent_channels
     image_cond = x_batch[:, channels:] if x_batch.shape[1] > channels else None
-    sigma = _step_sigma(scheduler, t).expand(x_batch.shape[0]) if scheduler is not None else None
+    sigma = _step_sigma(scheduler, t).to(x_batch.device).expand(x_batch.shape[0]) if scheduler is not None else None
     params = script_callbacks.CFGDenoiserParams(x_batch[:, :channels], image_cond, sigma, step, total_steps,
                                                 embeds[:n_cond], embeds[n_cond:], model)
     script_callbacks.cfg_denoiser_callback(params)

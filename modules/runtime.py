@@ -92,7 +92,7 @@ class Runtime:
         self.opts.save()
         return model
 
-    # -- prompt resources: styles, textual-inversion embeddings, LoRA -----------------------------------------------------
+    # -- prompt resources: styles, textual-inversion embeddings, LoRA ----------------------------------------------------
     @cached_property
     def prompt_styles(self) -> StyleDatabase:
         """``styles.csv`` in the data dir (A1111's ``shared.prompt_styles``)."""

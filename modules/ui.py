@@ -104,7 +104,8 @@ def run_job(runtime: Runtime, kind: str, p: Any):
         return
     note = " (interrupted)" if processed.interrupted else ""
     info = processed.infotexts[processed.index_of_first_image] if processed.infotexts else ""
-    yield (processed.images, infotext_html(info) + (f"<p>{note}</p>" if note else ""),
+    comments = "".join(f"<p class='comments'>{html.escape(line)}</p>" for line in processed.comments.splitlines())
+    yield (processed.images, infotext_html(info) + comments + (f"<p>{note}</p>" if note else ""),
            f"<div class='progress-text'>Done in {processed.timings.get('total', 0):.2f}s{note}</div>", None,
            processed.js())
 
