@@ -1,0 +1,315 @@
+"""Extensions: folders ``<data dir>/extensions/<name>/`` with ``scripts/*.py`` (custom scripts and callbacks),
+optionally ``metadata.ini``, ``style.css`` and ``javascript/*.js``.
+
+- Discovery (``discover``): every folder not starting with ``.``; enabled unless listed in
+  ``opts.disabled_extensions`` (by folder name) or ``--disable-all-extensions`` is given. ``install.py`` is never
+  run: installing dependencies is the user's explicit job.
+- Order: ``metadata.ini`` ``[Extension]`` ``Name`` (the name others refer to, the folder name by default) and the
+  comma/space separated lists ``Requires``, ``Before``, ``After``. Requires and After load the named extensions
+  first, Before loads this one before them; ties go alphabetically. A dependency cycle is reported on each extension
+  in it and those load alphabetically after the others.
+- Failures: an extension whose script fails to import, or raises in ``ui()``, a hook or a callback, is logged with
+  its name and file, switched off for the rest of the run (``failed``) and listed with its error (Extensions tab,
+  ``/sdapi/v1/extensions``). A built-in script (``modules/builtin_scripts``) that fails only switches off its own file.
+
+Everything that can fail is represented by an owner with ``active`` and ``fail(where, exc)``: an ``Extension`` or
+one of its ``ScriptFile``s. ``owner_of(path)`` finds it for any file (callbacks are attributed this way).
+"""
+from __future__ import annotations
+
+import configparser
+import html
+import logging
+import re
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+log = logging.getLogger(__name__)
+
+BUILTIN_SCRIPTS_DIR = Path(__file__).resolve().parent / "builtin_scripts"
+BUILTIN_NAME = "builtin"
+
+
+@dataclass
+class Failure:
+    """One thing that raised: which extension and file, where (import, a hook, a callback) and the error."""
+    extension: str
+    file: str
+    where: str
+    error: str
+
+    @property
+    def message(self) -> str:
+        return f"{self.extension}: {Path(self.file).name} failed in {self.where}: {self.error}"
+
+
+@dataclass(eq=False)
+class Extension:
+    name: str                                   # folder name; the key in opts.disabled_extensions
+    path: Path
+    enabled: bool = True                        # the user's choice
+    is_builtin: bool = False                    # the product's own scripts (modules/builtin_scripts)
+    canonical_name: str = ""                    # metadata.ini [Extension] Name
+    requires: list[str] = field(default_factory=list)
+    before: list[str] = field(default_factory=list)
+    after: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)   # warnings and errors to show the user
+    failed: bool = False                        # raised: off until the app restarts
+
+    def __post_init__(self) -> None:
+        self.canonical_name = self.canonical_name or self.name
+
+    @property
+    def active(self) -> bool:
+        return self.enabled and not self.failed
+
+    @property
+    def status(self) -> str:
+        if self.failed:
+            return "failed"
+        return "enabled" if self.enabled else "disabled"
+
+    def script_files(self) -> list[Path]:
+        folder = self.path if self.is_builtin else self.path / "scripts"
+        return sorted(f for f in folder.glob("*.py") if not f.name.startswith("_"))
+
+    def fail(self, where: str, exc: BaseException, file: str | Path | None = None) -> None:
+        """Record ``exc`` (raised in ``where``), log it with the extension's name and file, and switch it off."""
+        failure = Failure(self.name, str(file or self.path), where, f"{type(exc).__name__}: {exc}")
+        log.error("Extension %r (%s) failed in %s and is disabled for the rest of the run: %s\n%s", self.name,
+                  failure.file, where, failure.error, "".join(traceback.format_exception(exc)).rstrip())
+        failures.append(failure)
+        self.problems.append(failure.message)
+        if not self.is_builtin:
+            self.failed = True
+
+
+@dataclass(eq=False)
+class ScriptFile:
+    """One loaded ``.py`` file of scripts. It is the unit that is switched off when a built-in script fails; a
+    failure in an extension's file switches off the whole extension."""
+    path: Path
+    extension: Extension
+    error: str | None = None
+
+    @property
+    def active(self) -> bool:
+        return self.error is None and self.extension.active
+
+    def fail(self, where: str, exc: BaseException) -> None:
+        self.error = f"{type(exc).__name__}: {exc}"
+        self.extension.fail(where, exc, self.path)
+
+
+# The extensions of this run (builtin first, then user extensions in load order), their loaded script files, and
+# every failure so far.
+builtin = Extension(BUILTIN_NAME, BUILTIN_SCRIPTS_DIR, is_builtin=True)
+extensions: list[Extension] = []
+script_files: dict[Path, ScriptFile] = {}
+failures: list[Failure] = []
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Discovery and order
+# ---------------------------------------------------------------------------------------------------------------------
+def discover(extensions_dir: Path | None, disabled: Iterable[str] = (), disable_all: bool = False) -> list[Extension]:
+    """Find the extensions of ``extensions_dir`` in load order and make them this run's (``extensions``)."""
+    disabled = set(disabled)
+    found = []
+    if extensions_dir is not None and extensions_dir.is_dir():
+        for folder in sorted(extensions_dir.iterdir()):
+            if folder.is_dir() and not folder.name.startswith("."):
+                ext = Extension(folder.name, folder.resolve(), enabled=not disable_all and folder.name not in disabled)
+                _read_metadata(ext)
+                if disable_all:
+                    ext.problems.append("all extensions are disabled by --disable-all-extensions")
+                found.append(ext)
+    ordered = sort_extensions(found)
+    _check_requirements(ordered)
+    builtin.problems.clear()
+    builtin.failed = False
+    extensions[:] = ordered
+    script_files.clear()
+    failures.clear()
+    return ordered
+
+
+def _read_metadata(ext: Extension) -> None:
+    path = ext.path / "metadata.ini"
+    if not path.is_file():
+        return
+    parser = configparser.ConfigParser()
+    try:
+        parser.read(path, encoding="utf-8")
+    except (configparser.Error, UnicodeDecodeError) as e:
+        ext.problems.append(f"metadata.ini is unreadable and was ignored: {e}")
+        return
+    section = parser["Extension"] if parser.has_section("Extension") else {}
+    ext.canonical_name = section.get("Name", "").strip() or ext.name
+    ext.requires, ext.before, ext.after = (_names(section.get(key, "")) for key in ("Requires", "Before", "After"))
+
+
+def _names(text: str) -> list[str]:
+    return [name for name in re.split(r"[,\s]+", text.strip()) if name]
+
+
+def sort_extensions(exts: list[Extension]) -> list[Extension]:
+    """Topological order by Requires/After/Before, alphabetical among equals; a cycle is reported on each extension
+    in it and those are appended alphabetically."""
+    by_name: dict[str, Extension] = {}
+    for ext in exts:
+        by_name.setdefault(ext.canonical_name, ext)
+        by_name.setdefault(ext.name, ext)
+    loads_after: dict[Extension, set[Extension]] = {ext: set() for ext in exts}
+    for ext in exts:
+        for name in (*ext.requires, *ext.after):
+            if (other := by_name.get(name)) is not None and other is not ext:
+                loads_after[ext].add(other)
+        for name in ext.before:
+            if (other := by_name.get(name)) is not None and other is not ext:
+                loads_after[other].add(ext)
+    ordered: list[Extension] = []
+    remaining = sorted(exts, key=lambda e: e.name)
+    while remaining:
+        ready = next((e for e in remaining if loads_after[e].issubset(ordered)), None)
+        if ready is None:
+            break
+        ordered.append(ready)
+        remaining.remove(ready)
+    if remaining:
+        names = ", ".join(e.name for e in remaining)
+        for ext in remaining:
+            ext.problems.append(f"dependency cycle in metadata.ini among: {names}; loaded in alphabetical order")
+        log.error("Extensions %s have a dependency cycle (Requires/Before/After); loading them alphabetically", names)
+        ordered.extend(remaining)
+    return ordered
+
+
+def _check_requirements(exts: list[Extension]) -> None:
+    active = {name for e in exts if e.enabled for name in (e.name, e.canonical_name)}
+    for ext in exts:
+        for name in ext.requires:
+            if ext.enabled and name not in active:
+                ext.problems.append(f"requires extension {name!r}, which is not installed or not enabled")
+                log.warning("Extension %r requires %r, which is not installed or not enabled", ext.name, name)
+
+
+def active_extensions() -> list[Extension]:
+    return [ext for ext in extensions if ext.active]
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Owners of files
+# ---------------------------------------------------------------------------------------------------------------------
+def register_script_file(path: Path, extension: Extension) -> ScriptFile:
+    source = ScriptFile(path.resolve(), extension)
+    script_files[source.path] = source
+    return source
+
+
+def script_file_for(path: Path) -> ScriptFile:
+    """The ``ScriptFile`` of a script defined outside the loader (e.g. a test): registered on first use, owned by the
+    extension folder it lies in, else treated like a built-in."""
+    owner = owner_of(path)
+    if isinstance(owner, ScriptFile):
+        return owner
+    return register_script_file(path, owner if isinstance(owner, Extension) else builtin)
+
+
+def owner_of(filename: str | Path) -> ScriptFile | Extension | None:
+    """What answers for code in ``filename``: its loaded script file, else the extension folder it lies in (a
+    helper module of an extension, a built-in), else None (the app's own code)."""
+    path = Path(filename).resolve()
+    if (source := script_files.get(path)) is not None:
+        return source
+    for ext in (*extensions, builtin):
+        if path.is_relative_to(ext.path):
+            return ext
+    return None
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# UI assets
+# ---------------------------------------------------------------------------------------------------------------------
+def css() -> str:
+    """The ``style.css`` of every active extension, concatenated (for the page's css)."""
+    parts = []
+    for ext in active_extensions():
+        style = ext.path / "style.css"
+        if style.is_file():
+            parts.append(f"/* {ext.name}/style.css */\n{style.read_text(encoding='utf-8', errors='replace')}")
+    return "\n".join(parts)
+
+
+def javascript_head() -> str:
+    """``<script>`` tags with every active extension's ``javascript/*.js`` (for the page's head)."""
+    tags = []
+    for ext in active_extensions():
+        for js in sorted((ext.path / "javascript").glob("*.js")):
+            code = js.read_text(encoding="utf-8", errors="replace").replace("</script", "<\\/script")
+            tags.append(f"<script type=\"text/javascript\">/* {ext.name}/javascript/{js.name} */\n{code}\n</script>")
+    return "\n".join(tags)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Listing, enabling and disabling
+# ---------------------------------------------------------------------------------------------------------------------
+def api_list() -> list[dict[str, Any]]:
+    """``/sdapi/v1/extensions`` items: A1111's fields plus ``path``, ``status`` and ``problems``."""
+    return [{"name": ext.name, "remote": None, "branch": None, "commit_hash": None, "commit_date": None,
+             "version": "", "enabled": ext.enabled, "path": str(ext.path), "status": ext.status,
+             "problems": list(ext.problems)} for ext in extensions]
+
+
+def apply_enabled(opts: Any, enabled_names: Iterable[str]) -> str:
+    """Persist which extensions are enabled (``opts.disabled_extensions``). Disabling takes effect at once (the
+    extension's scripts and callbacks are skipped); an extension enabled now is loaded at the next start."""
+    enabled_names = set(enabled_names)
+    installed = {ext.name for ext in extensions}
+    kept = [name for name in opts.disabled_extensions if name not in installed]
+    opts.set("disabled_extensions", kept + sorted(installed - enabled_names))
+    opts.save()
+    to_load = []
+    for ext in extensions:
+        wanted = ext.name in enabled_names
+        if wanted and not ext.enabled:
+            to_load.append(ext.name)
+        elif not wanted:
+            ext.enabled = False
+    message = f"Saved: {len(enabled_names & installed)} of {len(installed)} extension(s) enabled."
+    if to_load:
+        message += f" Restart the app to load {', '.join(sorted(to_load))}."
+    return message
+
+
+def table_html() -> str:
+    rows = []
+    for ext in extensions:
+        problems = "<br>".join(html.escape(p) for p in ext.problems)
+        rows.append(f"<tr><td>{html.escape(ext.name)}</td><td><code>{html.escape(str(ext.path))}</code></td>"
+                    f"<td>{ext.status}</td><td>{problems}</td></tr>")
+    builtin_errors = "".join(f"<li>{html.escape(p)}</li>" for p in builtin.problems)
+    table = ("<table class='extensions-table'><thead><tr><th>Extension</th><th>Path</th><th>Status</th>"
+             "<th>Problems</th></tr></thead><tbody>" + "".join(rows) + "</tbody></table>"
+             if rows else "<p>No extensions installed.</p>")
+    return table + (f"<p>Built-in script errors:</p><ul>{builtin_errors}</ul>" if builtin_errors else "")
+
+
+def create_ui(opts: Any) -> None:
+    """The Extensions tab's content (call inside a ``gr.Tab``): installed extensions with their status and errors,
+    and checkboxes to enable/disable them, saved with Apply."""
+    import gradio as gr
+
+    names = [ext.name for ext in extensions]
+    table = gr.HTML(table_html(), elem_id="extensions_table")
+    enabled = gr.CheckboxGroup(names, value=[ext.name for ext in extensions if ext.enabled],
+                               label="Enabled extensions", elem_id="extensions_enabled")
+    apply = gr.Button("Apply", variant="primary", elem_id="extensions_apply")
+    result = gr.HTML(elem_id="extensions_result")
+
+    def on_apply(selected: list[str]) -> tuple[str, str]:
+        return html.escape(apply_enabled(opts, selected or [])), table_html()
+
+    apply.click(on_apply, enabled, [result, table])
