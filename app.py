@@ -40,6 +40,9 @@ def build_app(args, runtime):
     """The FastAPI app: API routes (with --api) and the Gradio UI mounted at / (unless --nowebui)."""
     from fastapi import FastAPI
 
+    from modules import extensions, script_callbacks
+
+    demo = None
     app = FastAPI(title="Stable Diffusion web UI", docs_url="/docs" if args.api else None, redoc_url=None)
     if args.api:
         from modules.api.api import mount_api
@@ -51,8 +54,10 @@ def build_app(args, runtime):
         from modules import ui
 
         demo = ui.create_ui(runtime)
-        app = gr.mount_gradio_app(app, demo, path="/", auth=parse_auth(args.gradio_auth), css=ui.CSS,
+        app = gr.mount_gradio_app(app, demo, path="/", auth=parse_auth(args.gradio_auth),
+                                  css=ui.CSS + extensions.css(), head=extensions.javascript_head(),
                                   server_name=bind_address(args), server_port=args.port, show_error=True)
+    script_callbacks.app_started_callback(demo, app)
     return app
 
 
@@ -68,8 +73,11 @@ def main(argv: list[str] | None = None) -> None:
     from modules.job_queue import JobQueue
     from modules.runtime import Runtime
 
+    from modules import scripts
+
     runtime = Runtime.create(args)
     runtime.queue = JobQueue(runtime.paths.history_db)
+    scripts.load_scripts(runtime.paths.extensions_dir, runtime.opts.disabled_extensions, args.disable_all_extensions)
     app = build_app(args, runtime)
 
     import uvicorn
@@ -102,6 +110,7 @@ def main(argv: list[str] | None = None) -> None:
         server.run()
     finally:
         runtime.queue.close(timeout=5)
+        scripts.unload_scripts()
 
 
 if __name__ == "__main__":

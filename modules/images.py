@@ -66,8 +66,15 @@ def save_image(image: Image.Image, path: str | os.PathLike[str], basename: str =
         folder = folder.joinpath(*_subfolders(tags.apply(opts.directories_filename_pattern or "[date]")))
     folder.mkdir(parents=True, exist_ok=True)
 
+    from modules import script_callbacks
+
+    # Extensions may change the image or its text chunks before it is written (A1111's on_before_image_saved).
+    params = script_callbacks.ImageSaveParams(image, p, str(folder), {**(existing_info or {}),
+                                                                        **({pnginfo_section_name: info} if info else {})})
+    script_callbacks.before_image_saved_callback(params)
+    image, info = params.image, params.pnginfo.pop(pnginfo_section_name, None)
     temp = _write_temp(image, folder, extension, info if opts.enable_pnginfo else None, pnginfo_section_name,
-                       existing_info or {}, opts)
+                       params.pnginfo, opts)
     try:
         if forced_filename is not None:
             fullfn = folder / f"{forced_filename}.{extension}"
@@ -83,6 +90,8 @@ def save_image(image: Image.Image, path: str | os.PathLike[str], basename: str =
         if temp.exists():
             temp.unlink()
 
+    params.filename = str(fullfn)
+    script_callbacks.image_saved_callback(params)
     txt_fullfn = None
     if info is not None and getattr(opts, "save_txt", False):
         txt_fullfn = fullfn.with_suffix(".txt")

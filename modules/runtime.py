@@ -137,11 +137,11 @@ class Runtime:
 
     def run(self, p: Any, state: JobState) -> Any:
         """Run one generation job now (called on the queue's worker thread)."""
-        from modules.processing import process_images
+        from modules import scripts
 
         self.state = state
         self.prepare(p, state)
-        return process_images(p)
+        return scripts.process_with_scripts(p)
 
     def submit(self, kind: str, p: Any, task_id: str | None = None) -> Any:
         """Queue a generation job; returns the queue's ``Job`` (its ``result().value`` is the ``Processed``)."""

@@ -638,6 +638,7 @@ class ModelManager:
             info = self.get_info(name)
             with self._state_lock:
                 model = self._loaded.get(info.filename)
+            fresh = model is None
             if model is None:
                 model = self._load_checkpoint(info)
             try:
@@ -650,7 +651,11 @@ class ModelManager:
                 self._loaded.move_to_end(info.filename)
                 self._current = info.filename
             self._evict(self.opts.sd_checkpoints_limit)
-            return model
+        if fresh:
+            from modules import script_callbacks
+
+            script_callbacks.model_loaded_callback(model)
+        return model
 
     def unload(self) -> None:
         """Release every loaded model (A1111's "unload checkpoint")."""

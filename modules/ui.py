@@ -9,12 +9,13 @@ from __future__ import annotations
 import html
 import logging
 import time
-from typing import Any
+from typing import Any, Callable
 
 import gradio as gr
 from PIL import Image
 from pydantic import ValidationError
 
+from modules import extensions, script_callbacks
 from modules import infotext as infotext_mod
 from modules.options import Options
 from modules.runtime import Runtime
@@ -187,22 +188,54 @@ class GenerationControls:
             self.send_to_img2img = gr.Button("Send to img2img", elem_id=f"{self.tab}_send_to_img2img")
             self.send_to_inpaint = gr.Button("Send to inpaint", elem_id=f"{self.tab}_send_to_inpaint")
 
-    def common_values(self) -> list[gr.components.Component]:
-        return [self.prompt, self.negative_prompt, self.sampler_name, self.scheduler, self.steps, self.width,
-                self.height, self.n_iter, self.batch_size, self.cfg_scale, self.seed, self.subseed,
-                self.subseed_strength, self.seed_resize_from_w, self.seed_resize_from_h]
+    def fields(self) -> dict[str, gr.components.Component]:
+        """Processing field name -> widget, for the parameters both tabs share."""
+        return {"prompt": self.prompt, "negative_prompt": self.negative_prompt, "styles": self.styles,
+                "sampler_name": self.sampler_name, "scheduler": self.scheduler, "steps": self.steps,
+                "width": self.width, "height": self.height, "n_iter": self.n_iter, "batch_size": self.batch_size,
+                "cfg_scale": self.cfg_scale, "seed": self.seed, "subseed": self.subseed,
+                "subseed_strength": self.subseed_strength, "seed_resize_from_w": self.seed_resize_from_w,
+                "seed_resize_from_h": self.seed_resize_from_h}
 
     @staticmethod
-    def common_kwargs(values: list[Any]) -> dict[str, Any]:
-        (prompt, negative_prompt, sampler_name, scheduler, steps, width, height, n_iter, batch_size, cfg_scale,
-         seed, subseed, subseed_strength, resize_w, resize_h) = values
-        return dict(prompt=prompt or "", negative_prompt=negative_prompt or "", sampler_name=sampler_name,
-                    scheduler=scheduler, steps=int(steps), width=int(width), height=int(height), n_iter=int(n_iter),
-                    batch_size=int(batch_size), cfg_scale=_number(cfg_scale),
-                    seed=int(seed) if seed is not None else -1, subseed=int(subseed) if subseed is not None else -1,
-                    subseed_strength=float(subseed_strength),
-                    seed_resize_from_w=int(resize_w) if resize_w else -1,
-                    seed_resize_from_h=int(resize_h) if resize_h else -1)
+    def common_kwargs(v: dict[str, Any]) -> dict[str, Any]:
+        """Widget values -> processing parameters (Gradio gives floats for sliders, None for empty numbers)."""
+        return dict(prompt=v["prompt"] or "", negative_prompt=v["negative_prompt"] or "",
+                    styles=list(v["styles"] or []), sampler_name=v["sampler_name"], scheduler=v["scheduler"],
+                    steps=int(v["steps"]), width=int(v["width"]), height=int(v["height"]), n_iter=int(v["n_iter"]),
+                    batch_size=int(v["batch_size"]), cfg_scale=_number(v["cfg_scale"]),
+                    seed=int(v["seed"]) if v["seed"] is not None else -1,
+                    subseed=int(v["subseed"]) if v["subseed"] is not None else -1,
+                    subseed_strength=float(v["subseed_strength"]),
+                    seed_resize_from_w=int(v["seed_resize_from_w"]) if v["seed_resize_from_w"] else -1,
+                    seed_resize_from_h=int(v["seed_resize_from_h"]) if v["seed_resize_from_h"] else -1)
+
+    def script_controls(self) -> None:
+        """The Script dropdown and always-on script accordions of this tab (their values become p.script_args)."""
+        from modules import scripts
+
+        self.runner = scripts.runner_for(self.tab)
+        self.script_inputs = self.runner.setup_ui() if self.runner is not None else []
+
+    def wire_generate(self, runtime: Runtime, fields: dict[str, gr.components.Component],
+                      build: Callable[[dict[str, Any]], Any]) -> None:
+        """Generate (button and Ctrl+Enter) -> build the processing object from the named widget values -> queue."""
+        names = list(fields)
+        inputs = [*fields.values(), *self.script_inputs]
+        outputs = [self.gallery, self.info, self.progress, self.preview, self.generation_info]
+
+        def submit(*values):
+            try:
+                p = build(dict(zip(names, values)))
+                if self.runner is not None:
+                    p.scripts, p.script_args = self.runner, list(values[len(names):])
+            except (ValidationError, ValueError) as e:
+                yield gr.update(), format_error(e), "", None, gr.update()
+                return
+            yield from run_job(runtime, self.tab, p)
+
+        for event in (self.generate.click, self.prompt.submit):
+            event(submit, inputs, outputs, concurrency_limit=8, show_progress="hidden")
 
     def wire_common(self, runtime: Runtime) -> None:
         self.interrupt.click(lambda: runtime.queue.interrupt() and None, None, None, queue=False)
@@ -247,50 +280,42 @@ def token_counter(runtime: Runtime, text: str, styles: list[str] | None = None, 
 # tabs
 # ---------------------------------------------------------------------------------------------------------------------
 def txt2img_tab(runtime: Runtime, native: int, samplers, schedulers) -> GenerationControls:
-    from modules.processing import StableDiffusionProcessingTxt2Img
-
     c = GenerationControls("txt2img", native, samplers, schedulers, style_choices(runtime))
     with gr.Row():
         with gr.Column():
             c.sampling()
             with gr.Accordion("Hires. fix", open=False):
-                enable_hr = gr.Checkbox(label="Enable", value=False, elem_id="txt2img_enable_hr")
+                hr = {"enable_hr": gr.Checkbox(label="Enable", value=False, elem_id="txt2img_enable_hr")}
                 with gr.Row():
-                    hr_upscaler = gr.Dropdown(["Latent", "Latent (antialiased)", "Latent (bicubic)",
-                                               "Latent (bicubic antialiased)", "Latent (nearest)",
-                                               "Latent (nearest-exact)", "None", "Lanczos", "Nearest"],
-                                              value="Latent", label="Upscaler")
-                    hr_steps = gr.Slider(0, 150, value=0, step=1, label="Hires steps")
-                    hr_denoise = gr.Slider(0, 1, value=0.7, step=0.01, label="Denoising strength")
-                    hr_scale = gr.Slider(1, 4, value=2.0, step=0.05, label="Upscale by")
+                    hr["hr_upscaler"] = gr.Dropdown(["Latent", "Latent (antialiased)", "Latent (bicubic)",
+                                                     "Latent (bicubic antialiased)", "Latent (nearest)",
+                                                     "Latent (nearest-exact)", "None", "Lanczos", "Nearest"],
+                                                    value="Latent", label="Upscaler", elem_id="txt2img_hr_upscaler")
+                    hr["hr_second_pass_steps"] = gr.Slider(0, 150, value=0, step=1, label="Hires steps",
+                                                           elem_id="txt2img_hires_steps")
+                    hr["denoising_strength"] = gr.Slider(0, 1, value=0.7, step=0.01, label="Denoising strength",
+                                                         elem_id="txt2img_denoising_strength")
+                    hr["hr_scale"] = gr.Slider(1, 4, value=2.0, step=0.05, label="Upscale by",
+                                               elem_id="txt2img_hr_scale")
             c.size_batch_cfg_seed()
+            c.script_controls()
         with gr.Column():
             c.outputs()
     c.wire_common(runtime)
 
-    def submit(*values):
-        values, styles = values[:-1], values[-1]  # c.styles is the last input
-        try:
-            p = StableDiffusionProcessingTxt2Img(
-                **GenerationControls.common_kwargs(list(values[:15])), enable_hr=bool(values[15]),
-                hr_upscaler=values[16], hr_second_pass_steps=int(values[17]),
-                denoising_strength=float(values[18]) if values[15] else None, hr_scale=float(values[19]),
-                styles=list(styles or []))
-        except (ValidationError, ValueError) as e:
-            yield gr.update(), format_error(e), "", None, gr.update()
-            return
-        yield from run_job(runtime, "txt2img", p)
+    def build(v: dict[str, Any]):
+        from modules.processing import StableDiffusionProcessingTxt2Img
 
-    inputs = c.common_values() + [enable_hr, hr_upscaler, hr_steps, hr_denoise, hr_scale, c.styles]
-    outputs = [c.gallery, c.info, c.progress, c.preview, c.generation_info]
-    c.generate.click(submit, inputs, outputs, concurrency_limit=8, show_progress="hidden")
-    c.prompt.submit(submit, inputs, outputs, concurrency_limit=8, show_progress="hidden")
+        return StableDiffusionProcessingTxt2Img(
+            **GenerationControls.common_kwargs(v), enable_hr=bool(v["enable_hr"]), hr_upscaler=v["hr_upscaler"],
+            hr_second_pass_steps=int(v["hr_second_pass_steps"]), hr_scale=float(v["hr_scale"]),
+            denoising_strength=float(v["denoising_strength"]) if v["enable_hr"] else None)
+
+    c.wire_generate(runtime, {**c.fields(), **hr}, build)
     return c
 
 
 def img2img_tab(runtime: Runtime, native: int, samplers, schedulers) -> tuple[GenerationControls, dict]:
-    from modules.processing import StableDiffusionProcessingImg2Img
-
     c = GenerationControls("img2img", native, samplers, schedulers, style_choices(runtime))
     w: dict[str, Any] = {}
     with gr.Row():
@@ -311,44 +336,44 @@ def img2img_tab(runtime: Runtime, native: int, samplers, schedulers) -> tuple[Ge
                                         elem_id="resize_mode")
             with gr.Accordion("Inpaint settings", open=True):
                 with gr.Row():
-                    w["mask_blur"] = gr.Slider(0, 64, value=4, step=1, label="Mask blur")
-                    w["mask_invert"] = gr.Radio(["Inpaint masked", "Inpaint not masked"], value="Inpaint masked",
-                                                type="index", label="Mask mode")
-                w["inpainting_fill"] = gr.Radio(MASKED_CONTENT, value="original", type="index", label="Masked content")
+                    w["mask_blur"] = gr.Slider(0, 64, value=4, step=1, label="Mask blur", elem_id="img2img_mask_blur")
+                    w["inpainting_mask_invert"] = gr.Radio(["Inpaint masked", "Inpaint not masked"],
+                                                           value="Inpaint masked", type="index", label="Mask mode",
+                                                           elem_id="img2img_mask_mode")
+                w["inpainting_fill"] = gr.Radio(MASKED_CONTENT, value="original", type="index",
+                                                label="Masked content", elem_id="img2img_inpainting_fill")
                 with gr.Row():
                     w["inpaint_full_res"] = gr.Radio(["Whole picture", "Only masked"], value="Whole picture",
-                                                     type="index", label="Inpaint area")
-                    w["padding"] = gr.Slider(0, 256, value=32, step=4, label="Only masked padding, pixels")
+                                                     type="index", label="Inpaint area",
+                                                     elem_id="img2img_inpaint_full_res")
+                    w["inpaint_full_res_padding"] = gr.Slider(0, 256, value=32, step=4,
+                                                              label="Only masked padding, pixels",
+                                                              elem_id="img2img_inpaint_full_res_padding")
             c.sampling()
             c.size_batch_cfg_seed()
             w["denoising_strength"] = gr.Slider(0, 1, value=0.75, step=0.01, label="Denoising strength",
                                                 elem_id="img2img_denoising_strength")
+            c.script_controls()
         with gr.Column():
             c.outputs()
     c.wire_common(runtime)
 
-    def submit(mode, *values):
-        values, styles = values[:-1], values[-1]  # c.styles is the last input
-        common = GenerationControls.common_kwargs(list(values[:15]))
-        (init_img, editor, upload_img, upload_mask, resize_mode, mask_blur, mask_invert, inpainting_fill,
-         inpaint_full_res, padding, denoising_strength) = values[15:]
-        try:
-            image, mask = pick_img2img_inputs(mode, init_img, editor, upload_img, upload_mask)
-            p = StableDiffusionProcessingImg2Img(
-                **common, init_images=[image], mask=mask, resize_mode=int(resize_mode), mask_blur=int(mask_blur),
-                inpainting_mask_invert=int(mask_invert), inpainting_fill=int(inpainting_fill),
-                inpaint_full_res=bool(inpaint_full_res), inpaint_full_res_padding=int(padding),
-                denoising_strength=float(denoising_strength), styles=list(styles or []))
-        except (ValidationError, ValueError) as e:
-            yield gr.update(), format_error(e), "", None, gr.update()
-            return
-        yield from run_job(runtime, "img2img", p)
+    def build(v: dict[str, Any]):
+        from modules.processing import StableDiffusionProcessingImg2Img
 
-    inputs = [w["mode"], *c.common_values(), w["init_img"], w["inpaint_editor"], w["upload_img"], w["upload_mask"],
-              w["resize_mode"], w["mask_blur"], w["mask_invert"], w["inpainting_fill"], w["inpaint_full_res"],
-              w["padding"], w["denoising_strength"], c.styles]
-    outputs = [c.gallery, c.info, c.progress, c.preview, c.generation_info]
-    c.generate.click(submit, inputs, outputs, concurrency_limit=8, show_progress="hidden")
+        image, mask = pick_img2img_inputs(v["mode"], v["init_img"], v["inpaint_editor"], v["upload_img"],
+                                          v["upload_mask"])
+        return StableDiffusionProcessingImg2Img(
+            **GenerationControls.common_kwargs(v), init_images=[image], mask=mask, resize_mode=int(v["resize_mode"]),
+            mask_blur=int(v["mask_blur"]), inpainting_mask_invert=int(v["inpainting_mask_invert"]),
+            inpainting_fill=int(v["inpainting_fill"]), inpaint_full_res=bool(v["inpaint_full_res"]),
+            inpaint_full_res_padding=int(v["inpaint_full_res_padding"]),
+            denoising_strength=float(v["denoising_strength"]))
+
+    inputs = {k: w[k] for k in ("mode", "init_img", "inpaint_editor", "upload_img", "upload_mask", "resize_mode",
+                                "mask_blur", "inpainting_mask_invert", "inpainting_fill", "inpaint_full_res",
+                                "inpaint_full_res_padding", "denoising_strength")}
+    c.wire_generate(runtime, {**c.fields(), **inputs}, build)
     return c, w
 
 
@@ -414,6 +439,7 @@ def paste_fields(c: GenerationControls) -> tuple[list, Any]:
         if not text:
             return [gr.update()] * len(targets)
         params = infotext_mod.parse_generation_parameters(text)
+        script_callbacks.infotext_pasted_callback(text, params)
 
         def num(key, cast):
             try:
@@ -454,6 +480,7 @@ def train_tab() -> None:
 
 
 def settings_tab(runtime: Runtime) -> None:
+    script_callbacks.ui_settings_callback()
     fields = Options.model_fields
     widgets: dict[str, gr.components.Component] = {}
     skip = {"sd_model_checkpoint", "quicksettings_list", "disabled_extensions", "randn_source"}
@@ -542,6 +569,11 @@ def create_ui(runtime: Runtime) -> gr.Blocks:
                 png = pnginfo_tab()
             with gr.Tab("Train", id="train"):
                 train_tab()
+            for blocks, title, elem_id in script_callbacks.ui_tabs_callback():
+                with gr.Tab(title, id=elem_id):
+                    blocks.render()
+            with gr.Tab("Extensions", id="extensions"):
+                extensions.create_ui(runtime.opts)
             with gr.Tab("Settings", id="settings"):
                 settings_tab(runtime)
 
