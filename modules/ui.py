@@ -235,7 +235,8 @@ class GenerationControls:
             yield from run_job(runtime, self.tab, p)
 
         for event in (self.generate.click, self.prompt.submit):
-            event(submit, inputs, outputs, concurrency_limit=8, show_progress="hidden")
+            # "multiple": a second Generate while one runs is queued (Gradio would drop it by default)
+            event(submit, inputs, outputs, concurrency_limit=8, show_progress="hidden", trigger_mode="multiple")
 
     def wire_common(self, runtime: Runtime) -> None:
         self.interrupt.click(lambda: runtime.queue.interrupt() and None, None, None, queue=False)

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import requests
@@ -50,7 +51,7 @@ def server(tiny_models_dir, tiny_configs_dir, tmp_path_factory):
     else:
         proc.kill()
         pytest.fail("server did not answer:\n" + log.read_text())
-    yield url
+    yield SimpleNamespace(url=url, data_dir=data_dir)
     proc.terminate()
     proc.wait(10)
     print("--- server log ---\n" + log.read_text()[-3000:])
@@ -65,7 +66,7 @@ def page(server):
                                     args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
                                           "--disable-component-update", "--no-first-run", "--disable-sync"])
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        page.goto(server)
+        page.goto(server.url)
         page.wait_for_selector("#txt2img_prompt textarea", timeout=30000)
         # the model loads after the server is up; the page then switches to its native size (64 px)
         page.wait_for_function("document.querySelector('#txt2img_width input[type=number]').value === '64'",
@@ -117,3 +118,43 @@ def test_interrupt_stops_a_long_job(page):
                            timeout=30000)
     assert time.time() - started < 15   # 50 batches x 150 steps would take far longer
     set_slider(page, "txt2img_batch_count", 1)
+
+
+def test_png_info_reads_a_generated_image_and_sends_it_to_txt2img(page, tmp_path):
+    from PIL import Image, PngImagePlugin
+
+    info = PngImagePlugin.PngInfo()
+    info.add_text("parameters", "a blue square\nNegative prompt: blurry\nSteps: 7, Sampler: Euler a, "
+                                "Schedule type: Automatic, CFG scale: 5, Seed: 4242, Size: 64x64, Model hash: 0123456789")
+    path = tmp_path / "with-info.png"
+    Image.new("RGB", (64, 64), (10, 20, 200)).save(path, pnginfo=info)
+    page.click("button[role=tab]:has-text('PNG Info')")
+    page.set_input_files("#pnginfo_image input[type=file]", str(path))
+    page.wait_for_function("document.querySelector('#pnginfo_html').innerText.includes('Seed: 4242')", timeout=30000)
+    page.click("#pnginfo_send_txt2img")
+    page.wait_for_function("document.querySelector('#txt2img_prompt textarea').value === 'a blue square'",
+                           timeout=30000)
+    assert page.input_value("#txt2img_neg_prompt textarea") == "blurry"
+    assert page.input_value("#txt2img_seed input") == "4242"
+    assert page.input_value("#txt2img_steps input[type=number]") == "7"
+
+
+def saved_images(data_dir: Path) -> list[Path]:
+    return sorted((data_dir / "outputs" / "txt2img-images").rglob("*.png"))
+
+
+def test_a_second_generate_while_one_runs_is_queued_not_lost(page, server):
+    page.click("button[role=tab]:has-text('txt2img')")
+    before = len(saved_images(server.data_dir))
+    page.fill("#txt2img_seed input", "776")
+    set_slider(page, "txt2img_steps", 20)
+    page.click("#txt2img_generate")
+    page.wait_for_function("document.querySelector('#txt2img_progress').innerText.includes('step')", timeout=30000)
+    page.fill("#txt2img_seed input", "777")
+    set_slider(page, "txt2img_steps", 3)
+    page.click("#txt2img_generate")
+    page.wait_for_function("document.querySelector('#txt2img_html_info').innerText.includes('Seed: 777')",
+                           timeout=180000)
+    names = [p.name for p in saved_images(server.data_dir)]
+    assert len(names) == before + 2
+    assert any(n.endswith("-776.png") for n in names) and any(n.endswith("-777.png") for n in names)
