@@ -73,14 +73,17 @@ class Runtime:
 
     def _load_initial_model(self) -> None:
         wanted = getattr(self.args, "ckpt", None) or self.opts.sd_model_checkpoint
-        try:
-            model = self.models.load(wanted) if wanted else self.models.select_default()
-        except Exception as e:  # noqa: BLE001 - reported; the UI offers the list to pick another
-            log.error("Could not load checkpoint %r: %s", wanted, e)
+        model = None
+        if wanted:
+            try:
+                model = self.models.load(wanted)
+            except Exception as e:  # noqa: BLE001 - reported; another checkpoint is tried
+                log.error("Could not load checkpoint %r: %s", wanted, e)
+        if model is None:
             try:
                 model = self.models.select_default()
-            except Exception as e2:  # noqa: BLE001
-                log.error("No checkpoint could be loaded: %s", e2)
+            except Exception as e:  # noqa: BLE001 - reported; the UI offers the list to pick another
+                log.error("No checkpoint could be loaded: %s", e)
                 return
         if model is not None:
             self.opts.sd_model_checkpoint = model.sd_checkpoint_info.title

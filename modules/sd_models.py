@@ -615,9 +615,21 @@ class ModelManager:
         return checkpoints[0] if checkpoints else None
 
     def select_default(self) -> SDModel | None:
-        """Load ``default_checkpoint()`` (None when there are no checkpoints); raises ``CheckpointLoadError``."""
-        info = self.default_checkpoint()
-        return self.load(info.filename) if info else None
+        """Load ``default_checkpoint()``, or when that fails the other checkpoints in order, so one broken file
+        never leaves the app without a model. None when there are no checkpoints; raises the first
+        ``CheckpointLoadError`` when none loads."""
+        first = self.default_checkpoint()
+        if first is None:
+            return None
+        candidates = [first, *(c for c in self.list_checkpoints() if c.filename != first.filename)]
+        errors: list[CheckpointLoadError] = []
+        for info in candidates:
+            try:
+                return self.load(info.filename)
+            except CheckpointLoadError as e:
+                log.error("%s; trying the next checkpoint", e)
+                errors.append(e)
+        raise errors[0]
 
     # -- loading -----------------------------------------------------------------------------------------------------
     @property

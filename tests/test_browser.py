@@ -31,6 +31,8 @@ def server(tiny_models_dir, tiny_configs_dir, tmp_path_factory):
     ckpt_dir = data_dir / "models" / "Stable-diffusion"
     ckpt_dir.mkdir(parents=True)
     shutil.copy(tiny_models_dir / "models" / "Stable-diffusion" / "sd1.safetensors", ckpt_dir)
+    shutil.copy(ckpt_dir / "sd1.safetensors", ckpt_dir / "sd1-copy.safetensors")
+    (ckpt_dir / "broken.safetensors").write_bytes((ckpt_dir / "sd1.safetensors").read_bytes()[:5000])
     shutil.copytree(tiny_configs_dir, data_dir / "configs")
     port = free_port()
     log = Path(os.environ.get("BROWSER_TEST_SERVER_LOG") or tmp_path_factory.mktemp("server") / "server.log")
@@ -158,3 +160,47 @@ def test_a_second_generate_while_one_runs_is_queued_not_lost(page, server):
     names = [p.name for p in saved_images(server.data_dir)]
     assert len(names) == before + 2
     assert any(n.endswith("-776.png") for n in names) and any(n.endswith("-777.png") for n in names)
+
+
+def pick_checkpoint(page, name: str) -> None:
+    page.click("#setting_sd_model_checkpoint input")
+    page.click(f"ul[role=listbox] li:has-text('{name}')")
+
+
+def test_switching_checkpoints_and_a_broken_one_keeps_the_previous(page):
+    page.click("button[role=tab]:has-text('txt2img')")
+    pick_checkpoint(page, "sd1-copy.safetensors")
+    page.wait_for_function("document.querySelector('#sd_checkpoint_status').innerText.includes('Loaded sd1-copy')",
+                           timeout=60000)
+    pick_checkpoint(page, "broken.safetensors")
+    page.wait_for_selector("#sd_checkpoint_status .error-box", timeout=60000)
+    assert "broken.safetensors" in page.inner_text("#sd_checkpoint_status")
+    page.wait_for_function(
+        "document.querySelector('#setting_sd_model_checkpoint input').value.startsWith('sd1-copy.safetensors')",
+        timeout=30000)
+    page.fill("#txt2img_seed input", "31")
+    set_slider(page, "txt2img_steps", 2)
+    page.click("#txt2img_generate")
+    page.wait_for_function("document.querySelector('#txt2img_html_info').innerText.includes('Seed: 31')",
+                           timeout=60000)
+    assert "Model: sd1-copy" in page.inner_text("#txt2img_html_info")
+
+
+def test_settings_are_applied_and_saved(page, server):
+    page.click("button[role=tab]:has-text('Settings')")
+    box = page.locator("#setting_CLIP_stop_at_last_layers input")
+    box.fill("2")
+    page.click("#settings_submit")
+    page.wait_for_function("document.querySelector('#settings_result').innerText.includes('CLIP_stop_at_last_layers')",
+                           timeout=30000)
+    import json
+
+    saved = json.loads((server.data_dir / "config.json").read_text())
+    assert saved["CLIP_stop_at_last_layers"] == 2
+    box.fill("99")
+    page.click("#settings_submit")
+    page.wait_for_selector("#settings_result .error-box", timeout=30000)
+    assert "CLIP_stop_at_last_layers" in page.inner_text("#settings_result")
+    assert json.loads((server.data_dir / "config.json").read_text())["CLIP_stop_at_last_layers"] == 2
+    box.fill("1")
+    page.click("#settings_submit")

@@ -419,3 +419,13 @@ def test_reads_stay_responsive_while_a_model_loads(tiny_models_dir, make_manager
     release.set()
     loader.join(10)
     assert manager.current.family == "sdxl"
+
+
+def test_select_default_skips_a_broken_checkpoint(tiny_models_dir, make_manager, tmp_path):
+    ckpt_dir = tmp_path / "models" / "Stable-diffusion"
+    ckpt_dir.mkdir(parents=True)
+    good = tiny_models_dir / "models" / "Stable-diffusion" / "sd1.safetensors"
+    (ckpt_dir / "a-broken.safetensors").write_bytes(good.read_bytes()[:4000])   # sorts first
+    shutil.copy(good, ckpt_dir / "b-good.safetensors")
+    model = make_manager(tmp_path).select_default()
+    assert model.sd_checkpoint_info.name == "b-good.safetensors"
