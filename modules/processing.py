@@ -566,18 +566,19 @@ def _process(p: StableDiffusionProcessing) -> Processed:
             timings["save"] += time.perf_counter() - t
             state.next_job()
     index_of_first_image = 0
-    if len(outputs) > 1 and opts.return_grid:
+    if len(outputs) > 1 and (opts.return_grid or opts.grid_save) and not p.do_not_save_grid:
         grid = images.image_grid(outputs, p.batch_size)
         text = p.infotext(0)
         if opts.enable_pnginfo:
             grid.info["parameters"] = text
-        if opts.grid_save and not p.do_not_save_grid:
+        if opts.grid_save:
             fullfn, _ = images.save_image(grid, _outdir(p, grid=True), "grid", p.all_seeds[0], p.all_prompts[0],
                                           opts.grid_format, info=text, grid=True, p=p, opts=opts)
             files.append(fullfn)
-        outputs.insert(0, grid)
-        infotexts.insert(0, text)
-        index_of_first_image = 1
+        if opts.return_grid:
+            outputs.insert(0, grid)
+            infotexts.insert(0, text)
+            index_of_first_image = 1
     timings["total"] = time.perf_counter() - t0
     processed = Processed(p=p, images=outputs, infotexts=infotexts, seed=p.all_seeds[0], all_seeds=p.all_seeds,
                           all_subseeds=p.all_subseeds, all_prompts=p.all_prompts,

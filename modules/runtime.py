@@ -132,6 +132,10 @@ class Runtime:
         """Attach model, options, data dir and progress to a processing object before it runs."""
         wanted = (p.override_settings or {}).get("sd_model_checkpoint")
         p.sd_model = self.models.load(wanted) if wanted else (self.models.current or self.models.select_default())
+        if p.sd_model is None:
+            from modules.processing import GenerationError
+
+            raise GenerationError(f"no checkpoint is loaded: put a model in {self.paths.ckpt_dir}")
         p.opts = self.opts
         p.state = state
         p.data_dir = str(self.paths.data_dir)

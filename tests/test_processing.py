@@ -97,7 +97,7 @@ def test_skip_abandons_current_batch_and_continues(tiny_sd1_model, opts):
 
     out = run(tiny_sd1_model, opts, steps=6, n_iter=2, state=SkipFirst())
     assert not out.interrupted
-    assert len(out.infotexts) == 3  # grid + two images: the second batch still ran
+    assert len(out.infotexts) == 2  # the second batch still ran
 
 
 def test_saved_png_carries_infotext(tiny_sd1_model, opts, tmp_path):
@@ -118,7 +118,9 @@ def test_saved_png_carries_infotext(tiny_sd1_model, opts, tmp_path):
 
 
 def test_grid_is_first_when_several_images(tiny_sd1_model, opts):
-    out = run(tiny_sd1_model, opts, batch_size=2, n_iter=2)
+    no_grid = run(tiny_sd1_model, opts, batch_size=2)   # do_not_save_grid: no grid at all, as A1111's API
+    assert no_grid.index_of_first_image == 0 and len(no_grid.images) == 2
+    out = run(tiny_sd1_model, opts, batch_size=2, n_iter=2, do_not_save_grid=False)
     assert out.index_of_first_image == 1
     assert len(out.images) == 5
     assert out.images[0].size[0] >= 2 * SIZE

@@ -1,0 +1,60 @@
+"""Images in and out of the API: base64 (with or without a ``data:image/...;base64,`` prefix) <-> PIL."""
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+
+import piexif
+import piexif.helper
+from PIL import Image, PngImagePlugin, UnidentifiedImageError
+
+MAX_INPUT_PIXELS = 4096 * 4096
+
+
+class ImageDecodeError(ValueError):
+    """An input image that cannot be used; the message says why (the caller adds the field name)."""
+
+
+def decode_image(data: str) -> Image.Image:
+    """A base64 string (raw or a data URL) -> a loaded PIL image. URLs are refused: nothing is fetched."""
+    text = data.strip()
+    if text.startswith(("http://", "https://")):
+        raise ImageDecodeError("fetching images from URLs is disabled; send the image itself as base64")
+    if text.startswith("data:"):
+        header, sep, text = text.partition(",")
+        if not sep or not header.endswith(";base64"):
+            raise ImageDecodeError("a data URL must look like data:image/png;base64,<data>")
+    try:
+        raw = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise ImageDecodeError("not valid base64") from None
+    try:
+        image = Image.open(io.BytesIO(raw))
+        width, height = image.size
+        if width * height > MAX_INPUT_PIXELS:
+            raise ImageDecodeError(f"image is {width}x{height}; at most {MAX_INPUT_PIXELS} pixels are accepted")
+        image.load()
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError, SyntaxError):
+        raise ImageDecodeError("not a readable image (PNG, JPEG, WEBP...)") from None
+    return image
+
+
+def encode_image(image: Image.Image, fmt: str = "png", quality: int = 80) -> str:
+    """PIL -> raw base64 (no data: prefix), keeping the infotext: a PNG text chunk, or EXIF UserComment for JPEG/WEBP."""
+    buf = io.BytesIO()
+    text_items = {k: v for k, v in image.info.items() if isinstance(k, str) and isinstance(v, str)}
+    if fmt.lower() == "png":
+        pnginfo = PngImagePlugin.PngInfo()
+        for key, value in text_items.items():
+            pnginfo.add_text(key, value)
+        image.save(buf, format="PNG", pnginfo=pnginfo)
+    else:
+        kind = "JPEG" if fmt.lower() in ("jpg", "jpeg") else "WEBP"
+        exif = b""
+        if "parameters" in text_items:
+            comment = piexif.helper.UserComment.dump(text_items["parameters"], encoding="unicode")
+            exif = piexif.dump({"Exif": {piexif.ExifIFD.UserComment: comment}})
+        rgb = image.convert("RGB") if kind == "JPEG" else image
+        rgb.save(buf, format=kind, quality=quality, exif=exif)
+    return base64.b64encode(buf.getvalue()).decode("ascii")
