@@ -476,8 +476,142 @@ def extras_tab() -> None:
     run.click(upscale, [image, resize, upscaler], [out, msg])
 
 
-def train_tab() -> None:
-    gr.Markdown("Textual inversion and LoRA training are not available in this version yet.")
+def run_training(runtime: Runtime, kind: str, fn: Callable[..., Any], request: Any):
+    """Queue a training job and yield (progress html, preview, result html) until it ends."""
+    from modules.job_queue import JobOutput
+
+    def job_fn(state):
+        result = fn(runtime, request, state)
+        return JobOutput(value=result, infotext=result.message, files=[str(f) for f in result.files])
+
+    job = runtime.queue.submit(kind, request.model_dump(mode="json"), job_fn)
+    while not job.future.done():
+        ahead = runtime.queue.progress(job.id).queue_position or 0
+        text = html.escape(job.state.textinfo or "")
+        yield progress_html(job.state, ahead) + f"<div class='progress-text'>{text}</div>", job.state.current_image, ""
+        time.sleep(POLL_SECONDS * 2)
+    try:
+        result = job.result().value
+    except Exception as e:  # noqa: BLE001 - shown in the tab; nothing else changes
+        yield "", None, format_error(e)
+        return
+    yield "", job.state.current_image, f"<p>{html.escape(result.message)}</p>"
+
+
+def train_tab(runtime: Runtime) -> list[gr.components.Component]:
+    """The Train tab; returns its width/height sliders (they follow the model's native size like txt2img's)."""
+    from modules import training
+
+    def templates() -> list[str]:
+        return sorted(training.list_templates(training.template_dirs(runtime.paths.data_dir)))
+
+    def embedding_names() -> list[str]:
+        model = runtime.models.current
+        if model is None:
+            return []
+        return sorted(runtime.embeddings.for_model(model).database.word_embeddings)
+
+    with gr.Tabs():
+        with gr.Tab("Create embedding"):
+            name = gr.Textbox(label="Name", elem_id="train_new_embedding_name")
+            init_text = gr.Textbox(label="Initialization text", value="*", elem_id="train_initialization_text")
+            nvpt = gr.Slider(1, 75, value=1, step=1, label="Number of vectors per token", elem_id="train_nvpt")
+            overwrite = gr.Checkbox(label="Overwrite Old Embedding", value=False)
+            create = gr.Button("Create embedding", variant="primary", elem_id="train_create_embedding")
+            create_result = gr.HTML(elem_id="train_create_result")
+
+            def do_create(name, init_text, nvpt, overwrite):
+                try:
+                    request = training.CreateEmbeddingRequest(name=name, init_text=init_text,
+                                                              num_vectors_per_token=int(nvpt), overwrite_old=overwrite)
+                    job = runtime.queue.submit("create-embedding", request.model_dump(mode="json"),
+                                               lambda state: _job_output(training.create_embedding(runtime, request)))
+                    return f"Created {html.escape(str(job.result().value))}", gr.update(choices=embedding_names())
+                except Exception as e:  # noqa: BLE001 - shown in the tab
+                    return format_error(e), gr.update()
+
+        with gr.Tab("Train embedding"):
+            with gr.Row():
+                embedding = gr.Dropdown(embedding_names(), label="Embedding", elem_id="train_embedding")
+                refresh = gr.Button("🔄", scale=0, min_width=40)
+            ti = {
+                "learn_rate": gr.Textbox(label="Embedding Learning rate", value="0.005", elem_id="train_embedding_learn_rate"),
+                "batch_size": gr.Number(label="Batch size", value=1, precision=0),
+                "gradient_step": gr.Number(label="Gradient accumulation steps", value=1, precision=0),
+                "data_root": gr.Textbox(label="Dataset directory", elem_id="train_dataset_directory"),
+                "template_filename": gr.Dropdown(templates(), value="style_filewords.txt", label="Prompt template"),
+                "training_width": gr.Slider(64, 2048, value=512, step=8, label="Width"),
+                "training_height": gr.Slider(64, 2048, value=512, step=8, label="Height"),
+                "steps": gr.Number(label="Max steps", value=100000, precision=0, elem_id="train_steps"),
+                "create_image_every": gr.Number(label="Save an image every N steps, 0 to disable", value=500, precision=0),
+                "save_embedding_every": gr.Number(label="Save a copy of embedding every N steps, 0 to disable",
+                                                  value=500, precision=0),
+                "shuffle_tags": gr.Checkbox(label="Shuffle tags by ',' when creating prompts."),
+                "tag_drop_out": gr.Slider(0, 1, value=0, step=0.1, label="Drop out tags when creating prompts."),
+                "latent_sampling_method": gr.Radio(["once", "deterministic", "random"], value="once",
+                                                   label="Choose latent sampling method"),
+            }
+            with gr.Row():
+                train_ti = gr.Button("Train Embedding", variant="primary", elem_id="train_train_embedding")
+                interrupt_ti = gr.Button("Interrupt", elem_id="train_interrupt")
+
+        with gr.Tab("Train LoRA"):
+            lo = {
+                "name": gr.Textbox(label="LoRA name", elem_id="train_lora_name"),
+                "data_root": gr.Textbox(label="Dataset directory (images with same-named .txt captions)",
+                                        elem_id="train_lora_dataset"),
+                "rank": gr.Slider(1, 128, value=4, step=1, label="Rank"),
+                "learn_rate": gr.Textbox(label="Learning rate", value="1e-4"),
+                "steps": gr.Number(label="Steps", value=500, precision=0),
+                "batch_size": gr.Number(label="Batch size", value=1, precision=0),
+                "train_text_encoder": gr.Checkbox(label="Also train the text encoder"),
+                "overwrite": gr.Checkbox(label="Overwrite an existing LoRA of this name"),
+            }
+            with gr.Row():
+                train_lo = gr.Button("Train LoRA", variant="primary", elem_id="train_train_lora")
+                interrupt_lo = gr.Button("Interrupt")
+
+    progress = gr.HTML(elem_id="train_progress")
+    preview = gr.Image(label="Preview", type="pil", interactive=False, height=200, elem_id="train_preview")
+    result = gr.HTML(elem_id="train_result")
+
+    create.click(do_create, [name, init_text, nvpt, overwrite], [create_result, embedding])
+    refresh.click(lambda: gr.update(choices=embedding_names()), None, embedding, queue=False)
+    ti_names = list(ti)
+
+    def do_train_ti(embedding_name, *values):
+        try:
+            fields = {k: (int(v) if isinstance(v, float) and k not in ("tag_drop_out",) else v)
+                      for k, v in zip(ti_names, values)}
+            request = training.TrainEmbeddingRequest(embedding_name=embedding_name or "", **fields)
+        except (ValidationError, ValueError) as e:
+            yield "", None, format_error(e)
+            return
+        yield from run_training(runtime, "train-embedding", training.train_embedding, request)
+
+    lo_names = list(lo)
+
+    def do_train_lora(*values):
+        try:
+            fields = {k: (int(v) if isinstance(v, float) else v) for k, v in zip(lo_names, values)}
+            request = training.TrainLoraRequest(**fields)
+        except (ValidationError, ValueError) as e:
+            yield "", None, format_error(e)
+            return
+        yield from run_training(runtime, "train-lora", training.train_lora, request)
+
+    outputs = [progress, preview, result]
+    train_ti.click(do_train_ti, [embedding, *ti.values()], outputs, concurrency_limit=4)
+    train_lo.click(do_train_lora, list(lo.values()), outputs, concurrency_limit=4)
+    for button in (interrupt_ti, interrupt_lo):
+        button.click(lambda: runtime.queue.interrupt() and None, None, None, queue=False)
+    return [ti["training_width"], ti["training_height"]]
+
+
+def _job_output(value: Any):
+    from modules.job_queue import JobOutput
+
+    return JobOutput(value=value)
 
 
 def settings_tab(runtime: Runtime) -> None:
@@ -569,7 +703,7 @@ def create_ui(runtime: Runtime) -> gr.Blocks:
             with gr.Tab("PNG Info", id="pnginfo"):
                 png = pnginfo_tab()
             with gr.Tab("Train", id="train"):
-                train_tab()
+                train_sizes = train_tab(runtime)
             for blocks, title, elem_id in script_callbacks.ui_tabs_callback():
                 with gr.Tab(title, id=elem_id):
                     blocks.render()
@@ -605,10 +739,11 @@ def create_ui(runtime: Runtime) -> gr.Blocks:
             runtime.model_ready.wait(timeout=60)
             model = runtime.models.current
             title = model.sd_checkpoint_info.title if model is not None else None
-            sizes = [gr.update(value=model.native_size) if model is not None else gr.update() for _ in range(4)]
+            sizes = [gr.update(value=model.native_size) if model is not None else gr.update() for _ in size_sliders]
             return [gr.update(choices=checkpoint_choices(runtime), value=title), *sizes]
 
-        demo.load(on_page_load, None, [ckpt, t2i.width, t2i.height, i2i.width, i2i.height], queue=False)
+        size_sliders = [t2i.width, t2i.height, i2i.width, i2i.height, *train_sizes]
+        demo.load(on_page_load, None, [ckpt, *size_sliders], queue=False)
     return demo
 
 

@@ -204,3 +204,33 @@ def test_settings_are_applied_and_saved(page, server):
     assert json.loads((server.data_dir / "config.json").read_text())["CLIP_stop_at_last_layers"] == 2
     box.fill("1")
     page.click("#settings_submit")
+
+
+def test_train_tab_creates_and_trains_an_embedding_and_reports_bad_input(page, tmp_path):
+    from modules import world
+
+    data = tmp_path / "dataset"
+    data.mkdir()
+    for i, colour in enumerate(("red", "blue")):
+        world.render(world.Scene("circle", colour, "white", "center", "large")).save(data / f"{i}.png")
+        (data / f"{i}.txt").write_text(f"a {colour} circle")
+    page.click("button[role=tab]:has-text('Train')")
+    page.fill("#train_new_embedding_name textarea, #train_new_embedding_name input", "browser-emb")
+    page.click("#train_create_embedding")
+    page.wait_for_function("document.querySelector('#train_create_result').innerText.includes('Created')",
+                           timeout=30000)
+    page.click("button[role=tab]:has-text('Train embedding')")
+    page.click("#train_embedding input")
+    page.click("ul[role=listbox] li:has-text('browser-emb')")
+    page.fill("#train_dataset_directory textarea, #train_dataset_directory input", str(data))
+    page.fill("#train_steps input", "3")
+    page.click("#train_train_embedding")
+    page.wait_for_function("document.querySelector('#train_result').innerText.includes('Training finished at step 3')",
+                           timeout=180000)
+    assert "browser-emb.pt" in page.inner_text("#train_result")
+    page.click("button[role=tab]:has-text('Train LoRA')")
+    page.fill("#train_lora_name textarea, #train_lora_name input", "x")
+    page.fill("#train_lora_dataset textarea, #train_lora_dataset input", str(tmp_path / "missing"))
+    page.click("#train_train_lora")
+    page.wait_for_selector("#train_result .error-box", timeout=60000)
+    assert "data_root" in page.inner_text("#train_result")

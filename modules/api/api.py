@@ -19,7 +19,7 @@ from fastapi.responses import FileResponse
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
-from modules import extensions, images, infotext, processing, scripts, sd_samplers
+from modules import extensions, images, infotext, processing, scripts, sd_samplers, training
 from modules.api import models as m
 from modules.api.codec import ImageDecodeError, decode_image, encode_image
 from modules.api.middleware import ApiRequestMiddleware, parse_credentials
@@ -99,6 +99,9 @@ class Api:
         get(f"{PREFIX}/script-info", response_model=list[m.ScriptInfo])(self.script_info)
         get(f"{PREFIX}/extensions", response_model=list[m.ExtensionItem])(self.extensions)
         get(f"{PREFIX}/memory", response_model=m.MemoryResponse)(self.memory)
+        post(f"{PREFIX}/create/embedding")(self.create_embedding)
+        post(f"{PREFIX}/train/embedding")(self.train_embedding)
+        post(f"{PREFIX}/train/lora")(self.train_lora)
         get(f"{PREFIX}/queue", response_model=m.QueueResponse)(self.get_queue)
         get(f"{PREFIX}/queue/{{task_id}}", response_model=m.TaskProgressResponse)(self.task_progress)
         router.delete(f"{PREFIX}/queue/{{task_id}}", response_model=m.JobItem)(self.cancel_task)
@@ -236,6 +239,28 @@ class Api:
         """Run ``fn`` on the worker (so it never overlaps a generation) and return its result."""
         job = self._submit(kind, params or {}, lambda state: JobOutput(value=fn()))
         return (await self._wait(job)).value
+
+    # -- training (queued like generation, so it never overlaps one; /interrupt stops it and saves) ----------------
+    async def create_embedding(self, req: training.CreateEmbeddingRequest) -> dict[str, str]:
+        path = await self._run_job("create-embedding", lambda: training.create_embedding(self.runtime, req),
+                                   req.model_dump(mode="json"))
+        return {"info": f"create embedding filename: {path}"}
+
+    async def train_embedding(self, req: training.TrainEmbeddingRequest) -> dict[str, str]:
+        result = await self._train("train-embedding", training.train_embedding, req, req.id_task)
+        return {"info": f"train embedding complete: filename: {result.path} error: None"}
+
+    async def train_lora(self, req: training.TrainLoraRequest) -> dict[str, Any]:
+        result = await self._train("train-lora", training.train_lora, req)
+        return {"info": result.message, "filename": str(result.path) if result.path else None,
+                "steps": result.step, "loss": result.loss, "interrupted": result.interrupted}
+
+    async def _train(self, kind: str, fn: Callable[..., Any], req: Any, task_id: str | None = None) -> Any:
+        def run(state: JobState) -> JobOutput:
+            result = fn(self.runtime, req, state)
+            return JobOutput(value=result, infotext=result.message, files=[str(f) for f in result.files])
+
+        return (await self._wait(self._submit(kind, req.model_dump(mode="json"), run, task_id=task_id))).value
 
     # -- png info / progress / control ------------------------------------------------------------------------------
     async def png_info(self, req: m.PNGInfoRequest) -> m.PNGInfoResponse:

@@ -1,0 +1,127 @@
+"""Training effects on the shipped default model, read back by modules.analyser.
+
+- Textual inversion learns a subject the model can draw but has no word for: a large purple triangle, named only by
+  the embedding. Before training the embedding's prompts give purple triangles at most 20% of the time, after it at
+  least 80%.
+- LoRA teaches a style the base model never saw: outlined shapes. With ``<lora:outlined:1>`` at least 80% of the
+  images are outlined, with ``<lora:outlined:0>`` at most 10%.
+
+Skipped only when models/Stable-diffusion/ ships no model.
+"""
+from __future__ import annotations
+
+import itertools
+import random
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from modules import analyser, lora, world
+from modules.extra_networks import EmbeddingLibrary, PromptResources
+from modules.options import Options
+from modules.paths import REPO_ROOT, Paths
+from modules.processing import StableDiffusionProcessingTxt2Img, process_images
+from modules.progress import JobState
+from modules.sd_models import ModelManager
+from modules.training import (CreateEmbeddingRequest, TrainEmbeddingRequest, TrainingEnv, TrainLoraRequest,
+                              create_embedding, train_embedding, train_lora)
+
+SHIPPED = sorted((REPO_ROOT / "models" / "Stable-diffusion").glob("*.safetensors"))
+pytestmark = pytest.mark.skipif(not SHIPPED, reason="models/Stable-diffusion/ ships no model")
+
+SEEDS = (1, 2, 3, 4, 5)
+SUBJECT = "zq-shape"  # the embedding's name and trigger word
+EVAL_BACKGROUNDS = ("white", "green", "yellow", "cyan")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def single_thread():
+    """One torch thread: the small model gains little from two, and a second thread stalls when cores are shared."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory) -> TrainingEnv:
+    data_dir = tmp_path_factory.mktemp("training-effects")
+    paths = Paths.from_args(data_dir)
+    paths.ckpt_dir.mkdir(parents=True)
+    for path in SHIPPED:
+        shutil.copy(path, paths.ckpt_dir)
+        shutil.copy(path.with_name(path.name + ".sha256"), paths.ckpt_dir)
+    model = ModelManager(paths, Options()).select_default()
+    opts = Options(samples_save=False, live_previews_enable=False)
+    yield TrainingEnv(model, paths.embeddings_dir, paths.lora_dir, data_dir, opts, lora.LoraLibrary(paths.lora_dir))
+    lora.unload(model)
+
+
+def generate(env: TrainingEnv, prompt: str) -> list:
+    resources = PromptResources(embeddings=EmbeddingLibrary(env.embeddings_dir).for_model(env.model),
+                                networks={"lora": lora.LoraNetwork(env.loras)})
+    images = []
+    for seed in SEEDS:
+        p = StableDiffusionProcessingTxt2Img(prompt=prompt, seed=seed, steps=20, cfg_scale=6,
+                                             width=env.model.native_size, height=env.model.native_size,
+                                             do_not_save_samples=True, do_not_save_grid=True)
+        p.sd_model, p.opts, p.state, p.prompt_resources = env.model, env.opts, JobState(), resources
+        images.append(process_images(p).images[0])
+    return images
+
+
+def share(images: list, wanted) -> float:
+    return float(np.mean([wanted(analyser.analyse(image)) for image in images]))
+
+
+def test_textual_inversion_learns_a_subject(env):
+    data = env.data_dir / "subject"
+    data.mkdir()
+    backgrounds = ("white", "yellow", "green", "cyan", "orange", "pink", "blue", "black")
+    for i, (background, position) in enumerate(itertools.product(backgrounds, ("center", "left", "right"))):
+        scene = world.Scene("triangle", "purple", background, position, "large")
+        world.render(scene).save(data / f"{i:03d}.png")
+        (data / f"{i:03d}.txt").write_text(f"on a {background} background {world.POSITION_PHRASES[position]}")
+    templates = env.data_dir / "textual_inversion_templates"
+    templates.mkdir(exist_ok=True)
+    (templates / "subject_on.txt").write_text("a [name] [filewords]\n")
+
+    def purple_triangles() -> float:
+        images = [image for background in EVAL_BACKGROUNDS
+                  for image in generate(env, f"a {SUBJECT} on a {background} background")]
+        return share(images, lambda a: (a.color, a.shape) == ("purple", "triangle"))
+
+    create_embedding(env, CreateEmbeddingRequest(name=SUBJECT, num_vectors_per_token=2))
+    assert purple_triangles() <= 0.2
+    result = train_embedding(env, TrainEmbeddingRequest(
+        embedding_name=SUBJECT, data_root=str(data), learn_rate="0.02:300, 0.005", steps=400, batch_size=4,
+        training_width=env.model.native_size, training_height=env.model.native_size,
+        template_filename="subject_on.txt", save_embedding_every=0, create_image_every=0, seed=0), JobState())
+    assert result.step == 400
+    assert purple_triangles() >= 0.8
+
+
+def test_lora_teaches_a_new_style(env):
+    data = env.data_dir / "outlined"
+    data.mkdir()
+    rng = random.Random(0)
+    for i in range(32):
+        scene = world.sample_scene(rng, styles=("outlined",))
+        world.render(scene).save(data / f"{i:03d}.png")
+        (data / f"{i:03d}.txt").write_text(world.caption(scene, rng))
+    result = train_lora(env, TrainLoraRequest(name="outlined", data_root=str(data), rank=8, learn_rate="1e-3",
+                                              steps=600, batch_size=4, seed=0), JobState())
+    assert result.path == env.lora_dir / "outlined.safetensors"
+
+    eval_rng = random.Random(1)
+    prompts = [world.caption(world.sample_scene(eval_rng, styles=("outlined",), jitter=False), template=2)
+               for _ in range(4)]
+
+    def outlined(weight: float) -> float:
+        images = [image for prompt in prompts for image in generate(env, f"{prompt} <lora:outlined:{weight}>")]
+        return share(images, lambda a: a.style == "outlined")
+
+    assert outlined(1) >= 0.8
+    assert outlined(0) <= 0.1
