@@ -493,6 +493,7 @@ def test_status_routes_answer_while_a_job_runs(client, runtime):
                                      json={**SMALL, "force_task_id": "task(first)", "steps": 3})
     wait_until(lambda: runtime.queue.current is not None)
     second, second_out = in_background(client.post, f"{API}/txt2img", json={**SMALL, "force_task_id": "task(second)"})
+    wait_until(lambda: len(runtime.queue.pending()) == 1)   # so the third is submitted after the second
     third, third_out = in_background(client.post, f"{API}/txt2img", json={**SMALL, "force_task_id": "task(third)"})
     wait_until(lambda: len(runtime.queue.pending()) == 2)
 

@@ -199,7 +199,7 @@ def test_hooks_get_their_args_and_call_point_kwargs(tiny_sd1_model):
                                               "seeds": [1234, 1235], "subseeds": processed.all_subseeds}
     assert kwargs["process_batch"]["seeds"] == [1234, 1235]
     assert kwargs["postprocess_batch"] == {"images": 2, "batch_number": 0}
-    assert kwargs["postprocess"] == {"images": 3}
+    assert kwargs["postprocess"] == {"images": 2}   # no grid: do_not_save_grid, as A1111
     grey = processed.images[processed.index_of_first_image]
     assert (pixels(grey) == 128).all()   # postprocess_image replaced the image
 
