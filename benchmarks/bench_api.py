@@ -22,7 +22,7 @@ import requests
 REPO = Path(__file__).resolve().parent.parent
 
 
-def start_server(model: Path) -> tuple[subprocess.Popen, str, Path]:
+def start_server(model: Path, threads: int | None) -> tuple[subprocess.Popen, str, Path]:
     data_dir = Path(tempfile.mkdtemp(prefix="bench-api-"))
     ckpt_dir = data_dir / "models" / "Stable-diffusion"
     ckpt_dir.mkdir(parents=True)
@@ -33,8 +33,10 @@ def start_server(model: Path) -> tuple[subprocess.Popen, str, Path]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, "app.py", "--nowebui", "--data-dir", str(data_dir), "--port", str(port)],
-                            cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    command = [sys.executable, "app.py", "--nowebui", "--data-dir", str(data_dir), "--port", str(port)]
+    if threads:
+        command += ["--threads", str(threads)]
+    proc = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}/sdapi/v1"
     deadline = time.time() + 120
     while time.time() < deadline:
@@ -53,9 +55,10 @@ def main() -> None:
     ap.add_argument("--model", type=Path, default=None)
     ap.add_argument("--requests", type=int, default=20)
     ap.add_argument("--steps", type=int, default=10)
+    ap.add_argument("--threads", type=int, default=None, help="the server's torch threads (1 on a busy machine)")
     args = ap.parse_args()
     model = args.model or next((REPO / "models" / "Stable-diffusion").glob("*.safetensors"))
-    proc, url, data_dir = start_server(model)
+    proc, url, data_dir = start_server(model, args.threads)
     body = {"prompt": "a red circle on a blue background", "steps": args.steps, "width": 64, "height": 64,
             "sampler_name": "Euler a", "cfg_scale": 6}
 

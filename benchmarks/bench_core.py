@@ -117,7 +117,8 @@ def bench_startup(data_dir: Path) -> float:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     t = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "app.py", "--data-dir", str(data_dir), "--port", str(port)], cwd=REPO,
+    proc = subprocess.Popen([sys.executable, "app.py", "--data-dir", str(data_dir), "--port", str(port),
+                             "--threads", str(torch.get_num_threads())], cwd=REPO,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     import urllib.request
 
@@ -162,8 +163,9 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", type=Path, default=None, help="checkpoint file (default: the shipped default model)")
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch threads (1 on a busy machine)")
     args = ap.parse_args()
-    torch.set_num_threads(os.cpu_count() or 1)
+    torch.set_num_threads(args.threads)
     model_file = args.model or next((REPO / "models" / "Stable-diffusion").glob("*.safetensors"))
     data_dir = make_data_dir(model_file, 3)
     try:
