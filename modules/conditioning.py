@@ -297,25 +297,33 @@ def _embedding_fixes(branch: _Branch, chunks: Sequence[PromptChunk]) -> Iterator
         handle.remove()
 
 
+def chunk_hidden_states(
+    branch: _Branch, chunks: Sequence[PromptChunk], device: torch.device | str
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``[N, 77, C]`` hidden states of N chunks at the branch's clip skip, and ``[N, C2]`` pooled outputs for the
+    pooled branch; no emphasis. Gradients flow when enabled (textual-inversion training uses this too)."""
+    bos, eos, pad = branch.tokenizer.bos_token_id, branch.tokenizer.eos_token_id, branch.tokenizer.pad_token_id
+    ids = torch.tensor([[bos, *c.tokens, eos] + [pad] * (CHUNK_LENGTH - len(c.tokens)) for c in chunks], device=device)
+    use_last_layer = branch.skip == 1 and branch.final_norm
+    with _embedding_fixes(branch, chunks):
+        output = branch.encoder(input_ids=ids, output_hidden_states=not use_last_layer)
+    if use_last_layer:
+        z = output.last_hidden_state
+    else:
+        z = output.hidden_states[-min(branch.skip, len(output.hidden_states))]
+        if branch.final_norm:
+            z = getattr(branch.encoder, "text_model", branch.encoder).final_layer_norm(z)
+    return z, output.text_embeds if branch.pooled else None
+
+
 def _encode_chunks(
     branch: _Branch, chunks: Sequence[PromptChunk], emphasis: Emphasis, device: torch.device | str
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """``[N, 77, C]`` weighted hidden states of N chunks, and ``[N, C2]`` pooled outputs for the pooled branch."""
-    bos, eos, pad = branch.tokenizer.bos_token_id, branch.tokenizer.eos_token_id, branch.tokenizer.pad_token_id
-    ids = torch.tensor([[bos, *c.tokens, eos] + [pad] * (CHUNK_LENGTH - len(c.tokens)) for c in chunks], device=device)
-    use_last_layer = branch.skip == 1 and branch.final_norm
     with torch.no_grad():
-        with _embedding_fixes(branch, chunks):
-            output = branch.encoder(input_ids=ids, output_hidden_states=not use_last_layer)
-        if use_last_layer:
-            z = output.last_hidden_state
-        else:
-            z = output.hidden_states[-min(branch.skip, len(output.hidden_states))]
-            if branch.final_norm:
-                z = getattr(branch.encoder, "text_model", branch.encoder).final_layer_norm(z)
+        z, pooled = chunk_hidden_states(branch, chunks, device)
     multipliers = [[1.0, *c.multipliers] + [1.0] * (CHUNK_LENGTH + 1 - len(c.tokens)) for c in chunks]
-    z = _apply_emphasis(z, torch.tensor(multipliers, device=z.device), emphasis)
-    return z, output.text_embeds if branch.pooled else None
+    return _apply_emphasis(z, torch.tensor(multipliers, device=z.device), emphasis), pooled
 
 
 def _apply_emphasis(z: torch.Tensor, multipliers: torch.Tensor, emphasis: Emphasis) -> torch.Tensor:

@@ -18,14 +18,13 @@ from __future__ import annotations
 import json
 import logging
 import math
-import random
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image, ImageFilter, ImageOps
+from PIL import Image, ImageOps
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 from tqdm.auto import tqdm
 

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from modules.conditioning import (CHUNK_LENGTH, EmbeddingLookup, PromptChunk, _branches, _embedding_fixes,
+from modules.conditioning import (CHUNK_LENGTH, EmbeddingLookup, PromptChunk, _branches, chunk_hidden_states,
                                   prompt_tokenizer, tokenize_prompt)
 from modules.options import Options
 from modules.progress import JobState
@@ -154,21 +154,10 @@ def encode_prompts(model: Any, prompts: Sequence[str], *, clip_skip: int = 1,
     rows = [chunk for chunks in chunk_lists for chunk in [*chunks, *[PromptChunk()] * (per_prompt - len(chunks))]]
     hidden, pooled = [], None
     for branch in _branches(model, clip_skip):
-        bos, eos, pad = branch.tokenizer.bos_token_id, branch.tokenizer.eos_token_id, branch.tokenizer.pad_token_id
-        ids = torch.tensor([[bos, *row.tokens, eos] + [pad] * (CHUNK_LENGTH - len(row.tokens)) for row in rows],
-                           device=model.device)
-        use_last_layer = branch.skip == 1 and branch.final_norm
-        with _embedding_fixes(branch, rows):
-            output = branch.encoder(input_ids=ids, output_hidden_states=not use_last_layer)
-        if use_last_layer:
-            z = output.last_hidden_state
-        else:
-            z = output.hidden_states[-min(branch.skip, len(output.hidden_states))]
-            if branch.final_norm:
-                z = getattr(branch.encoder, "text_model", branch.encoder).final_layer_norm(z)
+        z, branch_pooled = chunk_hidden_states(branch, rows, model.device)
         hidden.append(z)
-        if branch.pooled:
-            pooled = output.text_embeds.reshape(len(prompts), per_prompt, -1)[:, 0]
+        if branch_pooled is not None:
+            pooled = branch_pooled.reshape(len(prompts), per_prompt, -1)[:, 0]
     embeds = torch.cat(hidden, dim=-1).reshape(len(prompts), per_prompt * (CHUNK_LENGTH + 2), -1)
     return TextConditioning(embeds, pooled)
 
