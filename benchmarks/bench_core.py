@@ -144,7 +144,7 @@ def bench_switching(data_dir: Path) -> dict[str, float]:
     for t in titles:
         cached.load(t)
     switch = best(lambda: cached.load(titles[0]) and cached.load(titles[1]), 10) / 2
-    del cached
+    cached.unload()
     gc.collect()
 
     manager = ModelManager(paths, Options(sd_checkpoints_limit=1))

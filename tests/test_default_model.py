@@ -6,7 +6,6 @@ red and round, and each piece of prompt syntax must move the picture the way it 
 from __future__ import annotations
 
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest

@@ -7,7 +7,7 @@ import torch
 from PIL import Image
 from pydantic import ValidationError
 
-from modules import images, infotext, sd_samplers
+from modules import infotext, sd_samplers
 from modules.options import Options
 from modules.processing import (GenerationError, StableDiffusionProcessingImg2Img, StableDiffusionProcessingTxt2Img,
                                 process_images)
