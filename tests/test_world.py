@@ -1,0 +1,144 @@
+"""The procedural shapes world: determinism, geometry and captions."""
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+
+from modules import world
+from modules.world import Scene, caption, parse_prompt_attributes, render, sample_scene
+
+
+def _pixels(scene: Scene) -> np.ndarray:
+    return np.asarray(render(scene))
+
+
+def test_same_seed_same_scenes_and_pixels():
+    a = [sample_scene(random.Random(7)) for _ in range(3)]
+    b = [sample_scene(random.Random(7)) for _ in range(3)]
+    assert a == b
+    assert all(np.array_equal(_pixels(x), _pixels(y)) for x, y in zip(a, b))
+    rng = random.Random(7)
+    assert len({sample_scene(rng) for _ in range(50)}) > 40
+
+
+def test_sample_scene_covers_the_world_and_keeps_base_styles():
+    rng = random.Random(0)
+    scenes = [sample_scene(rng) for _ in range(600)]
+    assert {s.shape for s in scenes} == set(world.SHAPES)
+    assert {s.color for s in scenes} == set(world.COLORS)
+    assert {s.background for s in scenes} == set(world.COLORS)
+    assert {s.position for s in scenes} == set(world.POSITIONS)
+    assert {s.size for s in scenes} == set(world.SIZES)
+    assert {s.style for s in scenes} == {"solid"}
+    assert all(s.color != s.background for s in scenes)
+    assert {s.style for s in (sample_scene(rng, styles=world.STYLES) for _ in range(200))} == set(world.STYLES)
+
+
+def test_render_geometry():
+    scene = Scene("square", "red", "blue", "left", "large")
+    pixels = _pixels(scene)
+    assert pixels.shape == (64, 64, 3) and pixels.dtype == np.uint8
+    assert tuple(pixels[0, 0]) == world.COLORS["blue"]
+    cx, cy = world.POSITION_CENTERS["left"]
+    assert tuple(pixels[cy, cx]) == world.COLORS["red"]
+    red = np.all(pixels == world.COLORS["red"], axis=-1)
+    side = 2 * world.HALF_EXTENT["large"]
+    assert red.sum() == side * side  # pixel-aligned square: exactly covered, nothing else red
+    ys, xs = np.nonzero(red)
+    assert (xs.min() + xs.max() + 1) / 2 == cx and (ys.min() + ys.max() + 1) / 2 == cy
+
+
+@pytest.mark.parametrize("shape, expected_fill", [("square", 1.0), ("circle", np.pi / 4), ("triangle", 0.5)])
+def test_shapes_fill_their_box_as_expected(shape, expected_fill):
+    pixels = _pixels(Scene(shape, "white", "black", "center", "large")).astype(float)
+    coverage = (pixels[..., 0] - 25) / (245 - 25)
+    side = 2 * world.HALF_EXTENT["large"]
+    assert coverage.sum() / side**2 == pytest.approx(expected_fill, abs=0.02)
+
+
+def test_offset_moves_the_shape():
+    base = Scene("circle", "yellow", "black", "center", "small")
+    moved = Scene("circle", "yellow", "black", "center", "small", offset=(2, -1))
+    assert np.array_equal(np.roll(_pixels(base), (-1, 2), axis=(0, 1)), _pixels(moved))
+
+
+def test_styles_differ_from_solid_and_render_at_other_sizes():
+    solid = _pixels(Scene("circle", "green", "white", "center", "large"))
+    for style in ("outlined", "striped", "bullseye"):
+        assert not np.array_equal(solid, _pixels(Scene("circle", "green", "white", "center", "large", style)))
+    assert render(Scene("triangle", "red", "blue", "top", "small"), 128).size == (128, 128)
+
+
+def test_invalid_scenes_are_refused():
+    with pytest.raises(ValueError, match="same colour"):
+        Scene("circle", "red", "red", "left", "small")
+    with pytest.raises(ValueError, match="unknown shape"):
+        Scene("hexagon", "red", "blue", "left", "small")
+    with pytest.raises(ValueError, match="offset"):
+        Scene("circle", "red", "blue", "left", "small", offset=(5, 0))
+
+
+def test_captions():
+    scene = Scene("circle", "red", "blue", "center", "small")
+    assert caption(scene, template=0) == "a red circle on a blue background"
+    assert caption(scene) == "a small red circle in the center on a blue background"
+    assert caption(Scene("triangle", "yellow", "orange", "top", "small"), template=1) == "a small yellow triangle at the top"
+    assert caption(Scene("square", "orange", "white", "left", "large"), template=0) == "an orange square on a white background"
+    assert caption(Scene("square", "pink", "black", "right", "large", "striped"), template=0) == "a pink striped square on a black background"
+    rng = random.Random(3)
+    assert len({caption(scene, rng) for _ in range(100)}) == len(world.TEMPLATES)
+
+
+def test_every_caption_names_its_scene():
+    rng = random.Random(1)
+    for _ in range(200):
+        scene = sample_scene(rng, styles=world.STYLES)
+        for template in range(len(world.TEMPLATES)):
+            text = caption(scene, template=template)
+            named = parse_prompt_attributes(text)
+            assert named["color"] == scene.color and named["shape"] == scene.shape, text
+            assert {k: v for k, v in named.items() if k != "style"} .items() <= scene.attributes().items(), text
+            assert named.get("style", "solid") == scene.style, text
+        assert parse_prompt_attributes(caption(scene)) == {k: v for k, v in scene.attributes().items()
+                                                           if k != "style" or v != "solid"}
+
+
+def test_parse_prompt_attributes_free_text():
+    assert parse_prompt_attributes("A Big RED Circle, centre, (blue background:1.2)") == {
+        "color": "red", "shape": "circle", "position": "center", "background": "blue"}
+    assert parse_prompt_attributes("masterpiece") == {}
+
+
+# The training recipe's view of the world (modules.train_default_model): data and settings checks, no training.
+
+def test_training_data_is_deterministic_per_index():
+    from modules.train_default_model import render_images, scene_for
+
+    assert scene_for(0, 5) == scene_for(0, 5) != scene_for(1, 5)
+    images = render_images(seed=0, count=6, resolution=64, workers=1)
+    assert images.shape == (6, 3, 64, 64) and str(images.dtype) == "torch.uint8"
+    assert np.array_equal(images[5].permute(1, 2, 0).numpy(), _pixels(scene_for(0, 5)))
+
+
+@pytest.mark.parametrize("override, message", [
+    ({"vae_steps": 0}, "--vae-steps must be at least 1"),
+    ({"unet_steps": 0}, "--unet-steps must be at least 1"),
+    ({"resolution": 72}, "not divisible by 16"),
+    ({"empty_caption_prob": 1.0}, "must be in"),
+])
+def test_training_refuses_impossible_settings(tmp_path, override, message):
+    from modules.train_default_model import Settings, SettingsError, validate
+
+    with pytest.raises(SettingsError, match=message):
+        validate(Settings(out=tmp_path / "run", **override))
+
+
+def test_training_refuses_unwritable_output(tmp_path):
+    from modules.train_default_model import Settings, SettingsError, validate
+
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    with pytest.raises(SettingsError, match="cannot write there"):
+        validate(Settings(out=blocker / "run"))
