@@ -51,7 +51,7 @@ MODEL_NAME = "default-tiny"
 CONFIG_DIR = CONFIGS_DIR / MODEL_NAME
 SD_METADATA = {"sd_config": MODEL_NAME}
 VAE_FACTOR = 4  # AutoencoderKL with 3 levels halves the resolution twice
-UNET_FACTOR = 4  # the UNet halves the latent twice more
+UNET_FACTOR = 8  # the UNet halves the latent three more times
 MAX_TOKENS = 77
 EVAL_CFG = 6.0
 EVAL_STEPS = 20
@@ -60,17 +60,22 @@ BETA_START, BETA_END, TRAIN_TIMESTEPS = 0.00085, 0.012, 1000
 
 
 def unet_config(resolution: int = world.IMAGE_SIZE) -> dict[str, Any]:
-    """Three levels (32, 64, 128 channels); attention only on the two lower ones, none at full latent size."""
+    """Four levels (32, 64, 128, 128 channels; latent 16², 8², 4², 2² at 64 px), attention on all but the first.
+
+    The 2×2 level matters: there each cell sees a different part of its 3×3 kernels (zero padding), so it knows
+    which quadrant it is, and cross-attention can put "on the left" on the left. Three levels never learned
+    positions from the prompt here.
+    """
     return {
         "_class_name": "UNet2DConditionModel",
         "sample_size": resolution // VAE_FACTOR,
         "in_channels": 4,
         "out_channels": 4,
-        "block_out_channels": [32, 64, 128],
+        "block_out_channels": [32, 64, 128, 128],
         "layers_per_block": 1,
-        "down_block_types": ["DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"],
+        "down_block_types": ["DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"],
         "mid_block_type": "UNetMidBlock2DCrossAttn",
-        "up_block_types": ["CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"],
+        "up_block_types": ["CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"],
         "cross_attention_dim": 128,
         "attention_head_dim": 4,
         "norm_num_groups": 8,
