@@ -125,7 +125,7 @@ def test_training_data_is_deterministic_per_index():
 @pytest.mark.parametrize("override, message", [
     ({"vae_steps": 0}, "--vae-steps must be at least 1"),
     ({"unet_steps": 0}, "--unet-steps must be at least 1"),
-    ({"resolution": 72}, "not divisible by 16"),
+    ({"resolution": 72}, "not divisible by 32"),
     ({"empty_caption_prob": 1.0}, "must be in"),
 ])
 def test_training_refuses_impossible_settings(tmp_path, override, message):
