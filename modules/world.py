@@ -47,15 +47,20 @@ POSITION_PHRASES: dict[str, str] = {
 HALF_EXTENT: dict[str, int] = {"small": 7, "large": 13}  # half the side of the shape's bounding box, in pixels
 MAX_JITTER = 2  # sample_scene moves shapes by up to this many pixels from their anchor
 
-# Caption templates; {style} is empty for solid shapes. Index 2 names every attribute.
+# Caption templates; {style} is empty for solid shapes. Index 2 names every attribute. The last two name only the
+# object or only the background: a model that has seen parts of scenes described alone can compose them again
+# (``a red circle AND a blue background``, or the two halves of a prompt split by BREAK).
 TEMPLATES = (
     "a {color} {style}{shape} on a {background} background",
     "a {size} {color} {style}{shape} {where}",
     "a {size} {color} {style}{shape} {where} on a {background} background",
     "a {color} {style}{shape} {where}, {background} background",
     "{size} {color} {style}{shape}, {background} background, {where}",
+    "a {color} {style}{shape}",
+    "a {background} background",
 )
 FULL_TEMPLATE = 2
+PARTIAL_TEMPLATES = (5, 6)  # the object alone, the background alone
 
 
 @dataclass(frozen=True)
