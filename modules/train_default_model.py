@@ -11,9 +11,12 @@ an interruption; Ctrl-C or SIGTERM stop after the step in progress and save it):
    that trains fast and is easy to diffuse in).
 2. ``decoder``: the decoder alone fine-tuned on the frozen encoder's latents (sharper shapes; the latent space stays
    the same, so this stage may also run beside the next one).
-3. ``unet``: UNet2DConditionModel and a small CLIPTextModel trained together on captions, 10% of them empty (for
-   CFG), with SD's noise schedule (scaled_linear betas 0.00085→0.012, 1000 steps, epsilon prediction), extra
-   low-frequency noise (see low_frequency_noise), min-SNR weighting and an EMA of the weights.
+3. ``unet``: UNet2DConditionModel and a small CLIPTextModel trained together on captions of solid scenes (every
+   template of modules.world, 10% empty for CFG; 20% of steps see the caption as two 77-token chunks, as BREAK
+   makes them; 30% of the others take the colour from the colour word's own token, so emphasis works, see
+   ColourTokenSwap), with SD's noise schedule (scaled_linear betas 0.00085→0.012, 1000 steps, epsilon prediction),
+   extra low-frequency noise (see low_frequency_noise), min-SNR weighting and an EMA of the weights. Optionally a
+   share of samples trains the sampler's first step from pure noise (see first_step_pairs; the gpu preset).
 
 The run ends with an export into ``--out``: ``config/`` (a diffusers config-only dir, what ships as
 modules/configs/default-tiny), ``weights/`` (fp16 diffusers-format state dicts) and, when modules.ldm_convert is
@@ -33,7 +36,7 @@ import shutil
 import signal
 import sys
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -51,7 +54,7 @@ MODEL_NAME = "default-tiny"
 CONFIG_DIR = CONFIGS_DIR / MODEL_NAME
 SD_METADATA = {"sd_config": MODEL_NAME}
 VAE_FACTOR = 4  # AutoencoderKL with 3 levels halves the resolution twice
-UNET_FACTOR = 8  # the UNet halves the latent three more times
+UNET_FACTOR = 4  # the UNet halves the latent twice more
 MAX_TOKENS = 77
 EVAL_CFG = 6.0
 EVAL_STEPS = 20
@@ -60,22 +63,17 @@ BETA_START, BETA_END, TRAIN_TIMESTEPS = 0.00085, 0.012, 1000
 
 
 def unet_config(resolution: int = world.IMAGE_SIZE) -> dict[str, Any]:
-    """Four levels (32, 64, 128, 128 channels; latent 16², 8², 4², 2² at 64 px), attention on all but the first.
-
-    The 2×2 level matters: there each cell sees a different part of its 3×3 kernels (zero padding), so it knows
-    which quadrant it is, and cross-attention can put "on the left" on the left. Three levels never learned
-    positions from the prompt here.
-    """
+    """Three levels (32, 64, 128 channels; latent 16², 8², 4² at 64 px); attention on the two lower ones."""
     return {
         "_class_name": "UNet2DConditionModel",
         "sample_size": resolution // VAE_FACTOR,
         "in_channels": 4,
         "out_channels": 4,
-        "block_out_channels": [32, 64, 128, 128],
+        "block_out_channels": [32, 64, 128],
         "layers_per_block": 1,
-        "down_block_types": ["DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"],
+        "down_block_types": ["DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"],
         "mid_block_type": "UNetMidBlock2DCrossAttn",
-        "up_block_types": ["CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"],
+        "up_block_types": ["CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"],
         "cross_attention_dim": 128,
         "attention_head_dim": 4,
         "norm_num_groups": 8,
@@ -220,6 +218,12 @@ class Settings:
     unet_lr: float = 6e-4
     warmup_steps: int = 200
     empty_caption_prob: float = 0.1
+    # Share of UNet steps conditioned on two 77-token chunks, as BREAK and long prompts are (see two_chunk_captions).
+    break_prob: float = 0.2
+    # Share of captions whose colour word is read from its own token only (see ColourTokenSwap).
+    colour_token_prob: float = 0.3
+    # Share of UNet samples that train the sampler's first step from pure noise (see first_step_pairs).
+    first_step_share: float = 0.0
     snr_gamma: float = 5.0
     high_noise_weight: float = 0.1
     # Strength of the extra low-frequency noise (see low_frequency_noise).
@@ -238,7 +242,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     # The shipped model: about 90 minutes on 2 shared CPU cores (one thread).
     "cpu": {},
     # A larger run for one CUDA GPU (same architecture; not yet run: no GPU was available when the model shipped).
-    "gpu": dict(dataset_size=60000, vae_steps=6000, vae_batch=64, decoder_steps=4000, unet_steps=24000, unet_batch=256,
+    "gpu": dict(first_step_share=0.15, dataset_size=60000, vae_steps=6000, vae_batch=64, decoder_steps=4000, unet_steps=24000, unet_batch=256,
                 unet_lr=5e-4, warmup_steps=500, log_every=200, eval_every=4000, eval_images=96,
                 checkpoint_every=2000, ema_decay=0.9995, workers=12),
     # Checks that the script runs end to end (seconds).
@@ -263,8 +267,9 @@ def validate(s: Settings) -> None:
     unknown = set(s.stages.split(",")) - set(STAGES)
     if unknown:
         raise SettingsError(f"--stages: unknown {', '.join(sorted(unknown))}; use a comma list of {', '.join(STAGES)}")
-    if not 0 <= s.empty_caption_prob < 1 or not 0 <= s.ema_decay < 1:
-        raise SettingsError("--empty-caption-prob and --ema-decay must be in [0, 1)")
+    shares = ("empty_caption_prob", "ema_decay", "break_prob", "colour_token_prob", "first_step_share")
+    if not all(0 <= getattr(s, name) < 1 for name in shares):
+        raise SettingsError(", ".join(f"--{n.replace('_', '-')}" for n in shares) + " must be in [0, 1)")
     if s.device not in ("auto", "cpu") and not s.device.startswith("cuda"):
         raise SettingsError(f"--device {s.device!r}: use auto, cpu or cuda[:N]")
     if s.device.startswith("cuda") and not torch.cuda.is_available():
@@ -331,6 +336,69 @@ def build_captions(tokenizer, seed: int, count: int) -> Captions:
     return Captions(tokenize(tokenizer, list(unique)), torch.tensor(index), tokenize(tokenizer, [""])[0])
 
 
+def two_chunk_captions(ids: torch.Tensor, empty: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+    """``[B, 77]`` captions -> ``[B, 2, 77]``, the way the web UI conditions on a prompt of two chunks.
+
+    Half the captions are cut at a random token into two chunks, each wrapped in its own BOS/EOS (what ``BREAK`` and
+    prompts over 75 tokens do); the others keep their one chunk and get the empty prompt's as the second (how a
+    shorter prompt is padded to the length of a longer negative prompt). Empty captions become two empty chunks.
+    """
+    b, length = ids.shape
+    bos, eos = int(empty[0]), int(empty[1])  # the empty caption is [BOS, EOS, pad...]
+    pad = int(empty[-1])
+    n = (ids == eos).int().argmax(dim=1) - 1  # tokens between BOS and EOS
+    cut = 1 + (torch.rand(b, device=ids.device, generator=g) * (n - 1).clamp(min=1)).long()  # 1 ≤ cut < n
+    split = (torch.rand(b, device=ids.device, generator=g) < 0.5) & (n >= 2)
+    j = torch.arange(length, device=ids.device)[None]
+    first = torch.where(j <= cut[:, None], ids, torch.where(j == cut[:, None] + 1, eos, pad))
+    rest = n[:, None] - cut[:, None]  # tokens in the second chunk
+    shifted = ids.gather(1, (j + cut[:, None]).clamp(max=length - 1))
+    second = torch.where(j == 0, bos, torch.where(j <= rest, shifted, torch.where(j == rest + 1, eos, pad)))
+    first = torch.where(split[:, None], first, ids)
+    second = torch.where(split[:, None], second, empty[None].expand(b, -1))
+    return torch.stack([first, second], dim=1)
+
+
+class ColourTokenSwap:
+    """Teaches the UNet to take the object's colour from the colour word's own token, so that emphasis works.
+
+    A1111 emphasis, ``(red:1.5)``, scales the hidden state of the token ``red`` only. The text encoder is causal, so
+    every later token (and the padding) also carries "red", and a small model learns to read the colour from those
+    summaries, where emphasis cannot reach. For a share of captions this builds the conditioning from the same
+    caption with another colour, except at the colour word's position, which keeps the true caption's hidden
+    state; the image has the true colour, so only that token predicts it.
+    """
+
+    def __init__(self, tokenizer, seed: int) -> None:
+        self.tokenizer, self.seed = tokenizer, seed
+        ids = {c: tokenizer(c, add_special_tokens=False).input_ids for c in world.COLORS}
+        self.token = {c: i[0] for c, i in ids.items() if len(i) == 1}  # colours that are one token
+
+    def pick(self, idx: torch.Tensor, templates: torch.Tensor, rows: torch.Tensor,
+             g: torch.Generator) -> tuple[list[int], torch.Tensor, list[int]] | None:
+        """(rows, swapped caption ids [R, 77], colour positions) for the chosen batch rows, or None."""
+        chosen, captions, positions = [], [], []
+        for row in rows.tolist():
+            scene, template = scene_for(self.seed, int(idx[row])), int(templates[row])
+            if template == world.PARTIAL_TEMPLATES[1] or scene.color not in self.token:
+                continue
+            others = [c for c in self.token if c not in (scene.color, scene.background)]
+            other = others[int(torch.randint(len(others), (1,), device=g.device, generator=g))]
+            true_ids = tokenize(self.tokenizer, [world.caption(scene, template=template)])[0]
+            chosen.append(row)
+            positions.append(int((true_ids == self.token[scene.color]).nonzero()[0]))
+            captions.append(world.caption(replace(scene, color=other), template=template))
+        return (chosen, tokenize(self.tokenizer, captions), positions) if chosen else None
+
+    @staticmethod
+    def apply(context: torch.Tensor, swapped_context: torch.Tensor, rows: list[int], positions: list[int]) -> torch.Tensor:
+        mixed = context.clone()
+        for k, (row, pos) in enumerate(zip(rows, positions)):
+            mixed[row] = swapped_context[k]
+            mixed[row, pos] = context[row, pos]
+        return mixed
+
+
 def to_model_range(images_uint8: torch.Tensor) -> torch.Tensor:
     return images_uint8.float() / 127.5 - 1.0
 
@@ -363,7 +431,7 @@ def load_checkpoint(path: Path, s: Settings, device: torch.device) -> dict[str, 
     """The checkpoint at `path`, or None; refuses one made with different data or model settings."""
     if not path.exists():
         return None
-    state = torch.load(path, map_location=device, weights_only=False)
+    state = torch.load(path, map_location=device, weights_only=True)
     saved = state.get("settings", {})
     changed = [f"--{k.replace('_', '-')} {saved[k]} -> {getattr(s, k)}" for k in RESUME_KEYS if k in saved and saved[k] != getattr(s, k)]
     if changed:
@@ -421,6 +489,22 @@ def timestep_weights(snr: torch.Tensor, gamma: float, floor: float) -> torch.Ten
     """
     x0_weight = snr.clamp(max=gamma) if gamma > 0 else snr
     return x0_weight.clamp(min=floor) / snr
+
+
+def first_step_pairs(latents: torch.Tensor, alphas_cumprod: torch.Tensor, device: torch.device,
+                     g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(input, target, weight) that train the sampler's first step, where only the prompt can set the layout.
+
+    SD's schedule keeps √ᾱ = 6.8% of the image at t=999. Trained only on x = √ᾱ·x0 + √(1−ᾱ)·ε, a model at 64 px
+    reads the layout from that remnant and never learns it from the prompt; at inference the sampler starts from
+    noise that holds no image, so the model reads a layout out of the noise (the same seed put the shape in the
+    same place whatever the prompt said). Here the input is pure noise, as the sampler's first step gets it, and the
+    target is the ε for which the sampler's estimate (x − √(1−ᾱ)·ε)/√ᾱ is the training image. The weight makes the
+    loss the plain MSE of that image estimate. Same schedule, same parametrization.
+    """
+    ab = alphas_cumprod[-1]
+    start = torch.randn(latents.shape, device=device, generator=g)
+    return start, (start - ab.sqrt() * latents) / (1 - ab).sqrt(), (1 - ab) / ab
 
 
 LOW_FREQ_SIZES = (1, 2, 4, 8)  # a per-channel offset, then ever finer coarse patterns, upsampled to the latent
@@ -722,16 +806,24 @@ def train_unet(s: Settings, device: torch.device, vae, images: torch.Tensor,
     loss_weight = timestep_weights(snr, s.snr_gamma, s.high_noise_weight)
     latent_mean, latent_std = encode_latents(vae, images)
     scaling_factor = vae.config.scaling_factor
-    eval_batch = _fixed_eval_batch(vae, eval_images, eval_captions, s.seed, device)
+    eval_batch = _fixed_eval_batch(vae, eval_images, eval_captions, s.seed, device, noise_scheduler)
     pipe = make_pipeline(ema_unet, vae, ema_te, tokenizer)
-    # The full caption (every attribute named) is drawn most often; the partial ones teach each attribute alone.
-    template_weights = torch.tensor([1.0 if t != world.FULL_TEMPLATE else 2.5 for t in range(len(world.TEMPLATES))], device=device)
+    # The full caption (every attribute named) is drawn most often; the others teach attributes alone, and the
+    # object-only / background-only ones (for AND) least, because they name no position.
+    colour_swap = ColourTokenSwap(tokenizer, s.seed)
+    template_weights = torch.tensor([2.5 if t == world.FULL_TEMPLATE else 0.5 if t in world.PARTIAL_TEMPLATES else 1.0
+                                     for t in range(len(world.TEMPLATES))], device=device)
 
-    def unet_loss(model, te, latents, ids, t, noise, weights=None) -> torch.Tensor:
-        noisy = noise_scheduler.add_noise(latents, noise, t)
+    def unet_loss(model, te, noisy, ids, t, target, weights=None, swap=None) -> torch.Tensor:
+        """`ids` is [B, 77], or [B, K, 77] for K chunks whose hidden states are concatenated (as the web UI does);
+        `swap` is what ColourTokenSwap.pick returned."""
         with autocast(device):
-            pred = model(noisy, t, te(ids)[0]).sample.float()
-        per_sample = F.mse_loss(pred, noise, reduction="none").mean(dim=(1, 2, 3))
+            context = te(ids.reshape(-1, ids.shape[-1]))[0]
+            if swap is not None:
+                rows, swapped_ids, positions = swap
+                context = ColourTokenSwap.apply(context, te(swapped_ids.to(device))[0], rows, positions)
+            pred = model(noisy, t, context.reshape(ids.shape[0], -1, context.shape[-1])).sample.float()
+        per_sample = F.mse_loss(pred, target, reduction="none").mean(dim=(1, 2, 3))
         return (per_sample * (weights if weights is not None else 1)).mean()
 
     bar = tqdm(total=s.unet_steps, initial=step, desc="UNet+TE", dynamic_ncols=True)
@@ -744,13 +836,27 @@ def train_unet(s: Settings, device: torch.device, vae, images: torch.Tensor,
             ids = captions.table[captions.index[idx, templates]]
             drop = torch.rand(s.unet_batch, device=device, generator=g) < s.empty_caption_prob
             ids = torch.where(drop[:, None], captions.empty[None], ids)
+            swap = None
+            if torch.rand(1, device=device, generator=g).item() < s.break_prob:
+                ids = two_chunk_captions(ids, captions.empty, g)
+            elif s.colour_token_prob:
+                rows = ((torch.rand(s.unet_batch, device=device, generator=g) < s.colour_token_prob) & ~drop).nonzero()[:, 0]
+                swap = colour_swap.pick(idx, templates, rows, g)
             noise = torch.randn(latents.shape, device=device, generator=g)
             if s.low_freq_noise:
                 noise = noise + low_frequency_noise(latents.shape, s.low_freq_noise, device, g)
             t = torch.randint(0, TRAIN_TIMESTEPS, (s.unet_batch,), device=device, generator=g)
+            noisy, target, weights = noise_scheduler.add_noise(latents, noise, t), noise, loss_weight[t]
+            if s.first_step_share:
+                first = torch.rand(s.unet_batch, device=device, generator=g) < s.first_step_share
+                start, first_target, first_weight = first_step_pairs(latents, alphas_cumprod, device, g)
+                t = torch.where(first, TRAIN_TIMESTEPS - 1, t)
+                noisy = torch.where(first[:, None, None, None], start, noisy)
+                target = torch.where(first[:, None, None, None], first_target, target)
+                weights = torch.where(first, first_weight, weights)
             for group in opt.param_groups:
                 group["lr"] = s.unet_lr * constant_lr(step, s.warmup_steps)
-            loss = unet_loss(unet, text_encoder, latents, ids, t, noise, loss_weight[t])
+            loss = unet_loss(unet, text_encoder, noisy, ids, t, target, weights, swap)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -781,14 +887,14 @@ def train_unet(s: Settings, device: torch.device, vae, images: torch.Tensor,
 
 @torch.no_grad()
 def _fixed_eval_batch(vae, eval_images: torch.Tensor, eval_captions: Captions, seed: int,
-                      device: torch.device) -> tuple[torch.Tensor, ...]:
-    """Held-out latents, full captions, timesteps and noise, fixed for the whole run (a comparable eval loss)."""
+                      device: torch.device, noise_scheduler) -> tuple[torch.Tensor, ...]:
+    """Held-out noisy latents, full captions, timesteps and noise, fixed for the whole run (a comparable eval loss)."""
     g = torch.Generator(device).manual_seed(seed + 3)
     latents = vae.encode(to_model_range(eval_images[:256])).latent_dist.mode() * vae.config.scaling_factor
     ids = eval_captions.table[eval_captions.index[: latents.shape[0], world.FULL_TEMPLATE]]
     t = torch.randint(0, TRAIN_TIMESTEPS, (latents.shape[0],), device=device, generator=g)
     noise = torch.randn(latents.shape, device=device, generator=g)
-    return latents, ids, t, noise
+    return noise_scheduler.add_noise(latents, noise, t), ids, t, noise
 
 
 # -------------------------------------------------------------------------------------------------- export

@@ -83,6 +83,7 @@ def test_invalid_scenes_are_refused():
 def test_captions():
     scene = Scene("circle", "red", "blue", "center", "small")
     assert caption(scene, template=0) == "a red circle on a blue background"
+    assert [caption(scene, template=t) for t in world.PARTIAL_TEMPLATES] == ["a red circle", "a blue background"]
     assert caption(scene) == "a small red circle in the center on a blue background"
     assert caption(Scene("triangle", "yellow", "orange", "top", "small"), template=1) == "a small yellow triangle at the top"
     assert caption(Scene("square", "orange", "white", "left", "large"), template=0) == "an orange square on a white background"
@@ -98,6 +99,9 @@ def test_every_caption_names_its_scene():
         for template in range(len(world.TEMPLATES)):
             text = caption(scene, template=template)
             named = parse_prompt_attributes(text)
+            if template == world.PARTIAL_TEMPLATES[1]:
+                assert named == {"background": scene.background}, text
+                continue
             assert named["color"] == scene.color and named["shape"] == scene.shape, text
             assert {k: v for k, v in named.items() if k != "style"} .items() <= scene.attributes().items(), text
             assert named.get("style", "solid") == scene.style, text
@@ -125,11 +129,15 @@ def test_training_data_is_deterministic_per_index():
 @pytest.mark.parametrize("override, message", [
     ({"vae_steps": 0}, "--vae-steps must be at least 1"),
     ({"unet_steps": 0}, "--unet-steps must be at least 1"),
-    ({"resolution": 72}, "not divisible by 32"),
+    ({"resolution": 72}, "not divisible by {factor}"),
     ({"empty_caption_prob": 1.0}, "must be in"),
+    ({"break_prob": 1.0}, "--break-prob"),
+    ({"stages": "vae,lora"}, "unknown lora"),
 ])
 def test_training_refuses_impossible_settings(tmp_path, override, message):
-    from modules.train_default_model import Settings, SettingsError, validate
+    from modules.train_default_model import UNET_FACTOR, VAE_FACTOR, Settings, SettingsError, validate
+
+    message = message.format(factor=VAE_FACTOR * UNET_FACTOR)
 
     with pytest.raises(SettingsError, match=message):
         validate(Settings(out=tmp_path / "run", **override))
@@ -142,3 +150,66 @@ def test_training_refuses_unwritable_output(tmp_path):
     blocker.write_text("not a folder")
     with pytest.raises(SettingsError, match="cannot write there"):
         validate(Settings(out=blocker / "run"))
+
+
+def test_two_chunk_captions_split_like_break():
+    import torch
+
+    from modules.train_default_model import load_tokenizer, tokenize, two_chunk_captions
+
+    tokenizer = load_tokenizer()
+    texts = ["a small yellow triangle at the top on a blue background", "a red circle", ""]
+    ids, empty = tokenize(tokenizer, texts), tokenize(tokenizer, [""])[0]
+    seen_split = set()
+    for seed in range(20):
+        chunks = two_chunk_captions(ids, empty, torch.Generator().manual_seed(seed))
+        assert chunks.shape == (3, 2, 77)
+        assert torch.equal(chunks[2, 0], empty) and torch.equal(chunks[2, 1], empty)
+        for row, text in zip(chunks[:2], texts):
+            parts = [tokenizer.decode(c, skip_special_tokens=True).strip() for c in row]
+            assert " ".join(p for p in parts if p) == text  # nothing lost, nothing repeated, order kept
+            assert all(c[0] == empty[0] for c in row)  # each chunk has its own BOS
+            seen_split.add(all(parts))
+    assert seen_split == {True, False}  # some captions are cut, others padded with the empty chunk
+
+
+
+
+def test_first_step_pairs_target_the_training_image_from_pure_noise():
+    import torch
+    from diffusers import DDPMScheduler
+
+    from modules.train_default_model import BETA_END, BETA_START, first_step_pairs
+
+    ab = DDPMScheduler(beta_start=BETA_START, beta_end=BETA_END, beta_schedule="scaled_linear").alphas_cumprod
+    latents = torch.randn(3, 4, 16, 16)
+    start, target, weight = first_step_pairs(latents, ab, torch.device("cpu"), torch.Generator().manual_seed(0))
+    assert abs(float(start.std()) - 1) < 0.1 and abs(float((start * latents).mean())) < 0.05  # noise, no image in it
+    estimate = (start - (1 - ab[-1]).sqrt() * target) / ab[-1].sqrt()  # what a sampler computes at t=999
+    torch.testing.assert_close(estimate, latents, atol=1e-3, rtol=1e-3)
+    wrong = target + 0.01
+    estimate_error = ((start - (1 - ab[-1]).sqrt() * wrong) / ab[-1].sqrt() - latents).square().mean()
+    torch.testing.assert_close(weight * (wrong - target).square().mean(), estimate_error, rtol=1e-3, atol=1e-6)
+
+
+def test_colour_token_swap_keeps_only_the_colour_token_true():
+    import torch
+
+    from modules.train_default_model import ColourTokenSwap, load_tokenizer, scene_for, tokenize
+
+    tokenizer = load_tokenizer()
+    swap = ColourTokenSwap(tokenizer, seed=0)
+    templates = torch.tensor([0, 1, 2, 3, 4, 5, world.PARTIAL_TEMPLATES[1], 2])
+    rows, swapped, positions = swap.pick(torch.arange(8), templates, torch.arange(8), torch.Generator().manual_seed(0))
+    assert 6 not in rows  # the background-only caption names no object colour
+    for k, (row, pos) in enumerate(zip(rows, positions)):
+        scene = scene_for(0, row)
+        true_ids = tokenize(tokenizer, [caption(scene, template=int(templates[row]))])[0]
+        assert tokenizer.decode([int(true_ids[pos])]).strip() == scene.color
+        differs = (swapped[k] != true_ids).nonzero()[:, 0].tolist()
+        assert differs == [pos]  # the same caption with another colour word, in the same place
+        assert tokenizer.decode([int(swapped[k][pos])]).strip() not in (scene.color, scene.background)
+    context, other = torch.zeros(8, 77, 4), torch.ones(len(rows), 77, 4)
+    mixed = ColourTokenSwap.apply(context, other, rows, positions)
+    for row, pos in zip(rows, positions):
+        assert mixed[row, pos].eq(0).all() and mixed[row].sum() == 4 * 76
