@@ -125,16 +125,12 @@ def test_prompt_editing_lands_between_its_two_prompts(model, opts):
     assert red > blue
 
 
-@pytest.mark.xfail(reason="the CPU-trained default model follows AND only for the background (red in 1 of 4 seeds); "
-                          "its 2-layer text encoder never saw composed prompts. Open in issue 4.", strict=False)
 def test_and_shows_both_prompts(model, opts):
     images = generate(model, opts, "a red circle AND a blue background")
     assert share(images, lambda a: a.color == "red") >= 0.75
     assert share(images, lambda a: a.background == "blue") >= 0.75
 
 
-@pytest.mark.xfail(reason="the CPU-trained default model was trained on single 77-token chunks; with BREAK the first "
-                          "chunk's colour is mostly lost (red in 1 of 4 seeds). Open in issue 4.", strict=False)
 def test_break_keeps_both_chunks(model, opts):
     images = generate(model, opts, "a red circle BREAK on a blue background")
     assert share(images, lambda a: a.color == "red") >= 0.75

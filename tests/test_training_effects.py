@@ -1,7 +1,7 @@
 """Training effects on the shipped default model, read back by modules.analyser.
 
-- Textual inversion learns a subject the model can draw but has no word for: a large purple triangle, named only by
-  the embedding. Before training the embedding's prompts give purple triangles at most 20% of the time, after it at
+- Textual inversion learns a subject the model can draw but has no word for: a large orange triangle, named only by
+  the embedding. Before training the embedding's prompts give orange triangles at most 20% of the time, after it at
   least 80%.
 - LoRA teaches a style the base model never saw: outlined shapes. With ``<lora:outlined:1>`` at least 80% of the
   images are outlined, with ``<lora:outlined:0>`` at most 10%.
@@ -79,33 +79,33 @@ def share(images: list, wanted) -> float:
 def test_textual_inversion_learns_a_subject(env):
     data = env.data_dir / "subject"
     data.mkdir()
-    backgrounds = ("white", "yellow", "green", "cyan", "orange", "pink", "blue", "black")
+    backgrounds = ("white", "yellow", "green", "cyan", "purple", "pink", "blue", "black")
     for i, (background, position) in enumerate(itertools.product(backgrounds, ("center", "left", "right"))):
-        scene = world.Scene("triangle", "purple", background, position, "large")
+        scene = world.Scene("triangle", "orange", background, position, "large")
         world.render(scene).save(data / f"{i:03d}.png")
         (data / f"{i:03d}.txt").write_text(f"on a {background} background {world.POSITION_PHRASES[position]}")
     templates = env.data_dir / "textual_inversion_templates"
     templates.mkdir(exist_ok=True)
     (templates / "subject_on.txt").write_text("a [name] [filewords]\n")
 
-    def purple_triangles() -> float:
+    def orange_triangles() -> float:
         images = [image for background in EVAL_BACKGROUNDS
                   for image in generate(env, f"a {SUBJECT} on a {background} background")]
-        return share(images, lambda a: (a.color, a.shape) == ("purple", "triangle"))
+        return share(images, lambda a: (a.color, a.shape) == ("orange", "triangle"))
 
     create_embedding(env, CreateEmbeddingRequest(name=SUBJECT, num_vectors_per_token=2))
-    assert purple_triangles() <= 0.2
+    assert orange_triangles() <= 0.2
     result = train_embedding(env, TrainEmbeddingRequest(
         embedding_name=SUBJECT, data_root=str(data), learn_rate="0.02:300, 0.005", steps=400, batch_size=4,
         training_width=env.model.native_size, training_height=env.model.native_size,
         template_filename="subject_on.txt", save_embedding_every=0, create_image_every=0, seed=0), JobState())
     assert result.step == 400
-    assert purple_triangles() >= 0.8
+    assert orange_triangles() >= 0.8
 
 
-@pytest.mark.xfail(reason="with CI-sized step counts the LoRA draws the outlined style in 1 of 4 images on the "
-                          "CPU-trained default model (target 80 %); longer runs belong in benchmarks. Open in issue 7.",
-                   strict=False)
+@pytest.mark.xfail(reason="the default model's f=4 VAE loses 2-pixel outlines: only 12 % of outlined world images "
+                          "come back outlined through encode/decode, so no UNet LoRA can reach 80 % (it draws 1 of 4). "
+                          "Needs a codec that keeps thin lines. Open in issue 7.", strict=False)
 def test_lora_teaches_a_new_style(env):
     data = env.data_dir / "outlined"
     data.mkdir()
