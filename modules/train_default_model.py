@@ -374,9 +374,10 @@ class ColourTokenSwap:
         ids = {c: tokenizer(c, add_special_tokens=False).input_ids for c in world.COLORS}
         self.token = {c: i[0] for c, i in ids.items() if len(i) == 1}  # colours that are one token
 
-    def pick(self, idx: torch.Tensor, templates: torch.Tensor, rows: torch.Tensor,
+    def pick(self, idx: torch.Tensor, templates: torch.Tensor, ids: torch.Tensor, rows: torch.Tensor,
              g: torch.Generator) -> tuple[list[int], torch.Tensor, list[int]] | None:
-        """(rows, swapped caption ids [R, 77], colour positions) for the chosen batch rows, or None."""
+        """(rows, swapped caption ids [R, 77], colour positions) for the chosen batch rows, or None. `ids` are the
+        batch's true caption ids."""
         chosen, captions, positions = [], [], []
         for row in rows.tolist():
             scene, template = scene_for(self.seed, int(idx[row])), int(templates[row])
@@ -384,9 +385,8 @@ class ColourTokenSwap:
                 continue
             others = [c for c in self.token if c not in (scene.color, scene.background)]
             other = others[int(torch.randint(len(others), (1,), device=g.device, generator=g))]
-            true_ids = tokenize(self.tokenizer, [world.caption(scene, template=template)])[0]
             chosen.append(row)
-            positions.append(int((true_ids == self.token[scene.color]).nonzero()[0]))
+            positions.append(int((ids[row] == self.token[scene.color]).nonzero()[0]))
             captions.append(world.caption(replace(scene, color=other), template=template))
         return (chosen, tokenize(self.tokenizer, captions), positions) if chosen else None
 
@@ -841,7 +841,7 @@ def train_unet(s: Settings, device: torch.device, vae, images: torch.Tensor,
                 ids = two_chunk_captions(ids, captions.empty, g)
             elif s.colour_token_prob:
                 rows = ((torch.rand(s.unet_batch, device=device, generator=g) < s.colour_token_prob) & ~drop).nonzero()[:, 0]
-                swap = colour_swap.pick(idx, templates, rows, g)
+                swap = colour_swap.pick(idx, templates, ids, rows, g)
             noise = torch.randn(latents.shape, device=device, generator=g)
             if s.low_freq_noise:
                 noise = noise + low_frequency_noise(latents.shape, s.low_freq_noise, device, g)

@@ -200,11 +200,13 @@ def test_colour_token_swap_keeps_only_the_colour_token_true():
     tokenizer = load_tokenizer()
     swap = ColourTokenSwap(tokenizer, seed=0)
     templates = torch.tensor([0, 1, 2, 3, 4, 5, world.PARTIAL_TEMPLATES[1], 2])
-    rows, swapped, positions = swap.pick(torch.arange(8), templates, torch.arange(8), torch.Generator().manual_seed(0))
+    ids = tokenize(tokenizer, [caption(scene_for(0, row), template=int(t)) for row, t in enumerate(templates)])
+    rows, swapped, positions = swap.pick(torch.arange(8), templates, ids, torch.arange(8),
+                                         torch.Generator().manual_seed(0))
     assert 6 not in rows  # the background-only caption names no object colour
     for k, (row, pos) in enumerate(zip(rows, positions)):
         scene = scene_for(0, row)
-        true_ids = tokenize(tokenizer, [caption(scene, template=int(templates[row]))])[0]
+        true_ids = ids[row]
         assert tokenizer.decode([int(true_ids[pos])]).strip() == scene.color
         differs = (swapped[k] != true_ids).nonzero()[:, 0].tolist()
         assert differs == [pos]  # the same caption with another colour word, in the same place
