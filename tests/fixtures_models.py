@@ -19,7 +19,7 @@ from torch import nn
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
 from modules.ldm_convert import Family, diffusers_to_ldm
-from modules.paths import CONFIGS_DIR
+from modules.paths import CONFIGS_DIR, REPO_ROOT, Paths
 
 SD15_TOKENIZER = CONFIGS_DIR / "sd15" / "tokenizer"
 SCHEDULER = {
@@ -190,3 +190,16 @@ def write_tiny_configs(out: Path) -> Path:
             unet_config = out / name / "unet" / "config.json"
             unet_config.write_text(json.dumps({**json.loads(unet_config.read_text()), "sample_size": TINY_SD21_SAMPLE_SIZE}))
     return out
+
+
+SHIPPED = sorted((REPO_ROOT / "models" / "Stable-diffusion").glob("*.safetensors"))
+
+
+def paths_with_shipped_models(data_dir: Path) -> Paths:
+    """Paths of a data dir whose checkpoint folder holds copies of the shipped models and their checksum files."""
+    paths = Paths.from_args(data_dir)
+    paths.ckpt_dir.mkdir(parents=True)
+    for path in SHIPPED:
+        shutil.copy(path, paths.ckpt_dir)
+        shutil.copy(path.with_name(path.name + ".sha256"), paths.ckpt_dir)
+    return paths

@@ -5,19 +5,16 @@ red and round, and each piece of prompt syntax must move the picture the way it 
 """
 from __future__ import annotations
 
-import shutil
-
 import numpy as np
 import pytest
 
 from modules import analyser, world
 from modules.options import Options
-from modules.paths import REPO_ROOT, Paths
 from modules.processing import StableDiffusionProcessingImg2Img, StableDiffusionProcessingTxt2Img, process_images
 from modules.progress import JobState
 from modules.sd_models import ModelManager
+from tests.fixtures_models import SHIPPED, paths_with_shipped_models
 
-SHIPPED = sorted((REPO_ROOT / "models" / "Stable-diffusion").glob("*.safetensors"))
 SEEDS = [1, 2, 3, 4]
 
 
@@ -33,12 +30,7 @@ def manager(tmp_path_factory) -> ModelManager:
     if not SHIPPED:
         pytest.skip("no shipped model")
     data_dir = tmp_path_factory.mktemp("default-model")
-    paths = Paths.from_args(data_dir)
-    paths.ckpt_dir.mkdir(parents=True)
-    for path in SHIPPED:
-        shutil.copy(path, paths.ckpt_dir)
-        shutil.copy(path.with_name(path.name + ".sha256"), paths.ckpt_dir)
-    return ModelManager(paths, Options())
+    return ModelManager(paths_with_shipped_models(data_dir), Options())
 
 
 @pytest.fixture(scope="module")

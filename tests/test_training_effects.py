@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import itertools
 import random
-import shutil
 
 import numpy as np
 import pytest
@@ -21,14 +20,13 @@ import torch
 from modules import analyser, lora, world
 from modules.extra_networks import EmbeddingLibrary, PromptResources
 from modules.options import Options
-from modules.paths import REPO_ROOT, Paths
 from modules.processing import StableDiffusionProcessingTxt2Img, process_images
 from modules.progress import JobState
 from modules.sd_models import ModelManager
 from modules.training import (CreateEmbeddingRequest, TrainEmbeddingRequest, TrainingEnv, TrainLoraRequest,
                               create_embedding, train_embedding, train_lora)
+from tests.fixtures_models import SHIPPED, paths_with_shipped_models
 
-SHIPPED = sorted((REPO_ROOT / "models" / "Stable-diffusion").glob("*.safetensors"))
 pytestmark = pytest.mark.skipif(not SHIPPED, reason="models/Stable-diffusion/ ships no model")
 
 SEEDS = (1, 2, 3, 4, 5)
@@ -48,11 +46,7 @@ def single_thread():
 @pytest.fixture(scope="module")
 def env(tmp_path_factory) -> TrainingEnv:
     data_dir = tmp_path_factory.mktemp("training-effects")
-    paths = Paths.from_args(data_dir)
-    paths.ckpt_dir.mkdir(parents=True)
-    for path in SHIPPED:
-        shutil.copy(path, paths.ckpt_dir)
-        shutil.copy(path.with_name(path.name + ".sha256"), paths.ckpt_dir)
+    paths = paths_with_shipped_models(data_dir)
     model = ModelManager(paths, Options()).select_default()
     opts = Options(samples_save=False, live_previews_enable=False)
     yield TrainingEnv(model, paths.embeddings_dir, paths.lora_dir, data_dir, opts, lora.LoraLibrary(paths.lora_dir))
