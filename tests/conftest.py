@@ -77,3 +77,13 @@ def make_manager(tiny_configs_dir) -> Callable[..., ModelManager]:
 @pytest.fixture(scope="session")
 def tiny_sd1_model(tiny_models_dir, make_manager) -> SDModel:
     return make_manager(tiny_models_dir).load("sd1.safetensors")
+
+
+@pytest.fixture(scope="module")
+def single_torch_thread():
+    """One torch thread for a module that trains: the small models' kernels gain nothing from two, and a second
+    thread stalls every op when the machine's cores are busy. Use with ``pytest.mark.usefixtures``."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

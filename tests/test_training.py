@@ -32,6 +32,8 @@ from modules.training.common import DiffusionObjective, encode_prompts, model_mo
 from modules.training.dataset import (TEMPLATES_DIR, LatentCache, PromptTemplate, load_images, read_captions,
                                       words_from_file_name)
 
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
+
 SCENE = world.Scene("circle", "red", "blue", "center", "large", "striped")
 
 
@@ -48,16 +50,6 @@ def write_dataset(folder: Path, count: int, *, captions: bool = True, seed: int 
         if captions:
             (folder / f"{i:03d}.txt").write_text(world.caption(scene))
     return folder
-
-
-@pytest.fixture(scope="module", autouse=True)
-def single_thread():
-    """One torch thread here: the tiny model's kernels gain nothing from two, and a second thread stalls every op
-    when the machine's cores are busy (these tests train for hundreds of forward and backward passes)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,6 @@ import random
 
 import numpy as np
 import pytest
-import torch
 
 from modules import analyser, lora, world
 from modules.extra_networks import EmbeddingLibrary, PromptResources
@@ -27,20 +26,12 @@ from modules.training import (CreateEmbeddingRequest, TrainEmbeddingRequest, Tra
                               create_embedding, train_embedding, train_lora)
 from tests.fixtures_models import SHIPPED, paths_with_shipped_models
 
-pytestmark = pytest.mark.skipif(not SHIPPED, reason="models/Stable-diffusion/ ships no model")
+pytestmark = [pytest.mark.skipif(not SHIPPED, reason="models/Stable-diffusion/ ships no model"),
+              pytest.mark.usefixtures("single_torch_thread")]
 
 SEEDS = (1, 2, 3, 4, 5)
 SUBJECT = "zq-shape"  # the embedding's name and trigger word
 EVAL_BACKGROUNDS = ("white", "green", "yellow", "cyan")
-
-
-@pytest.fixture(scope="module", autouse=True)
-def single_thread():
-    """One torch thread: the small model gains little from two, and a second thread stalls when cores are shared."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
