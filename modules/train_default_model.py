@@ -481,6 +481,21 @@ class StopRequest:
 STOP = StopRequest()
 
 
+def due(step: int, every: int, total: int) -> bool:
+    """Whether a periodic action (log, eval) falls on `step`: every `every` steps and on the last one."""
+    return step % every == 0 or step == total
+
+
+def save_or_stop(step: int, total: int, every: int, checkpoint, stage: str) -> None:
+    """End of a training step: save every `every` steps (the caller saves after the last one), and on a stop
+    request save and raise Interrupted."""
+    if step % every == 0 and step < total:
+        checkpoint()
+    if STOP.requested:
+        checkpoint()
+        raise Interrupted(f"{stage} step {step}")
+
+
 def timestep_weights(snr: torch.Tensor, gamma: float, floor: float) -> torch.Tensor:
     """Per-timestep weights of the epsilon loss: min-SNR-γ, with the x0-space weight kept at least `floor`.
 
@@ -600,18 +615,14 @@ def train_vae(s: Settings, device: torch.device, images: torch.Tensor, eval_imag
             opt.step()
             step += 1
             bar.update(1)
-            if step % s.log_every == 0 or step == s.vae_steps:
+            if due(step, s.log_every, s.vae_steps):
                 bar.set_postfix(l1=f"{rec.item():.4f}", kl=f"{kl.item():.2f}")
                 log(stage="vae", kind="train", step=step, l1=rec.item(), edge=edges.item(), kl=kl.item(),
                     anchor=anchor.item(), lr=opt.param_groups[0]["lr"])
-            if step % s.eval_every == 0 or step == s.vae_steps:
+            if due(step, s.eval_every, s.vae_steps):
                 log(bar, stage="vae", kind="eval", step=step, **evaluate_vae(vae, eval_images, s.seed))
                 vae.train()
-            if step % s.checkpoint_every == 0 and step < s.vae_steps:
-                checkpoint()
-            if STOP.requested:
-                checkpoint()
-                raise Interrupted(f"VAE step {step}")
+            save_or_stop(step, s.vae_steps, s.checkpoint_every, checkpoint, "VAE")
     finally:
         bar.close()
     vae.eval().requires_grad_(False)
@@ -673,19 +684,16 @@ def train_decoder(s: Settings, device: torch.device, vae, images: torch.Tensor, 
             opt.step()
             step += 1
             bar.update(1)
-            if step % s.log_every == 0 or step == s.decoder_steps:
+            if due(step, s.log_every, s.decoder_steps):
                 bar.set_postfix(l1=f"{rec.item():.4f}")
                 log(stage="decoder", kind="train", step=step, l1=rec.item(), edge=edges.item(), lr=opt.param_groups[0]["lr"])
-            if step % s.eval_every == 0 or step == s.decoder_steps:
+            if due(step, s.eval_every, s.decoder_steps):
                 log(bar, stage="decoder", kind="eval", step=step, **evaluate_vae(vae, eval_images, s.seed))
                 vae.decoder.train()
-            if step % s.checkpoint_every == 0 or step == s.decoder_steps:
-                checkpoint()
-            if STOP.requested:
-                checkpoint()
-                raise Interrupted(f"decoder step {step}")
+            save_or_stop(step, s.decoder_steps, s.checkpoint_every, checkpoint, "decoder")
     finally:
         bar.close()
+    checkpoint()
     vae.eval().requires_grad_(False)
     return vae
 
@@ -865,20 +873,16 @@ def train_unet(s: Settings, device: torch.device, vae, images: torch.Tensor,
             torch._foreach_lerp_(ema_params, [p.detach() for p in params], 1 - decay)
             step += 1
             bar.update(1)
-            if step % s.log_every == 0 or step == s.unet_steps:
+            if due(step, s.log_every, s.unet_steps):
                 bar.set_postfix(loss=f"{loss.item():.4f}")
                 log(stage="unet", kind="train", step=step, loss=loss.item(), lr=opt.param_groups[0]["lr"])
-            if step % s.eval_every == 0 or step == s.unet_steps:
+            if due(step, s.eval_every, s.unet_steps):
                 with torch.no_grad():
                     eval_loss = unet_loss(ema_unet, ema_te, *eval_batch).item()
                     shuffled = unet_loss(ema_unet, ema_te, eval_batch[0], eval_batch[1].roll(1, 0), *eval_batch[2:]).item()
                 log(bar, stage="unet", kind="eval", step=step, eval_loss=round(eval_loss, 5),
                     eval_loss_wrong_caption=round(shuffled, 5), **evaluate_unet(pipe, s.seed, s.eval_images, device))
-            if step % s.checkpoint_every == 0 and step < s.unet_steps:
-                checkpoint()
-            if STOP.requested:
-                checkpoint()
-                raise Interrupted(f"UNet step {step}")
+            save_or_stop(step, s.unet_steps, s.checkpoint_every, checkpoint, "UNet")
     finally:
         bar.close()
     checkpoint()
