@@ -9,7 +9,7 @@ from __future__ import annotations
 import html
 import logging
 import time
-from typing import Any, Callable
+from typing import Any, Callable, get_args
 
 import gradio as gr
 from PIL import Image
@@ -564,7 +564,11 @@ def train_tab(runtime: Runtime) -> list[gr.components.Component]:
                 "learn_rate": gr.Textbox(label="Learning rate", value="1e-4"),
                 "steps": gr.Number(label="Steps", value=500, precision=0),
                 "batch_size": gr.Number(label="Batch size", value=1, precision=0),
+                "unet_modules": gr.CheckboxGroup(list(get_args(training.UnetModule)), value=list(training.UNET_MODULES),
+                                                 label="UNet layers (attention projections; conv1/conv2: the ResNet "
+                                                       "convolutions, for looks the attention layers cannot reach)"),
                 "train_text_encoder": gr.Checkbox(label="Also train the text encoder"),
+                "min_snr_gamma": gr.Number(label="Min-SNR gamma (0: plain loss; 5 is usual)", value=0),
                 "overwrite": gr.Checkbox(label="Overwrite an existing LoRA of this name"),
             }
             with gr.Row():
@@ -593,8 +597,8 @@ def train_tab(runtime: Runtime) -> list[gr.components.Component]:
 
     def do_train_lora(*values):
         try:
-            fields = {k: (int(v) if isinstance(v, float) else v) for k, v in zip(lo_names, values)}
-            request = training.TrainLoraRequest(**fields)
+            fields = {k: (int(v) if isinstance(v, float) and k != "min_snr_gamma" else v) for k, v in zip(lo_names, values)}
+            request = training.TrainLoraRequest(**(fields | {"min_snr_gamma": fields["min_snr_gamma"] or None}))
         except (ValidationError, ValueError) as e:
             yield "", None, format_error(e)
             return

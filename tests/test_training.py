@@ -423,6 +423,34 @@ def test_lora_with_text_encoder_interrupt_and_sdxl(env, one_image, tiny_models_d
     lora.unload(sdxl)
 
 
+def test_lora_on_resnet_convolutions_with_min_snr(env, one_image):
+    result = train_lora(env, lora_request(one_image, steps=3, unet_modules=["conv1", "conv2"], min_snr_gamma=5),
+                        JobState())
+    keys = set(load_file(result.path))
+    assert any(key.endswith("resnets_0_conv1.lora_down.weight") for key in keys)
+    assert not any("attn" in key for key in keys)
+    env.model.pipe.load_lora_weights(str(result.path), adapter_name="check")  # diffusers reads kohya conv keys
+    assert lora.has_adapter_layers(env.model.pipe)
+    lora.unload(env.model)
+
+
+def test_min_snr_weighting_discounts_the_nearly_clean_steps(tiny_sd1_model, one_image):
+    image = load_images(sorted(one_image.glob("*.png"))[:1], 64, 64)
+    latents = LatentCache(tiny_sd1_model, image, "deterministic", torch.Generator()).mean
+    cond = encode_prompts(tiny_sd1_model, ["a shape"])
+    noise = torch.randn(latents.shape, generator=torch.Generator().manual_seed(0))
+    plain, weighted = DiffusionObjective(tiny_sd1_model), DiffusionObjective(tiny_sd1_model, min_snr_gamma=5)
+    alphas = plain.scheduler.alphas_cumprod
+    ratios = {}
+    with torch.no_grad():
+        for t in (10, 950):
+            timesteps = torch.tensor([t])
+            ratios[t] = float(weighted.loss(latents, cond, noise, timesteps) / plain.loss(latents, cond, noise, timesteps))
+    snr = float(alphas[10] / (1 - alphas[10]))
+    assert ratios[10] == pytest.approx(5 / snr, rel=1e-4) and ratios[10] < 0.1  # nearly clean: counts far less
+    assert ratios[950] == pytest.approx(1.0, rel=1e-4)  # noisy (SNR < 5): unchanged
+
+
 # --------------------------------------------------------------------------------------------------------------------
 # Bad input: a clear error naming the field, before any training
 
@@ -484,7 +512,7 @@ def test_bad_embedding_request_fields_are_named(one_image, fields, field):
 @pytest.mark.parametrize("fields,field", [
     ({"steps": -5}, "steps"), ({"batch_size": 0}, "batch_size"), ({"rank": 0}, "rank"),
     ({"learn_rate": "fast"}, "learn_rate"), ({"unet_modules": []}, "unet_modules"),
-    ({"unet_modules": ["conv1"]}, "unet_modules"), ({"alpha": 0}, "alpha"),
+    ({"unet_modules": ["conv_in"]}, "unet_modules"), ({"alpha": 0}, "alpha"), ({"min_snr_gamma": 0}, "min_snr_gamma"),
 ])
 def test_bad_lora_request_fields_are_named(one_image, fields, field):
     with pytest.raises(ValidationError, match=field):

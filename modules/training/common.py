@@ -169,12 +169,13 @@ def encode_prompts(model: Any, prompts: Sequence[str], *, clip_skip: int = 1,
 class DiffusionObjective:
     """Noise the latents at random timesteps of the model's own training schedule and score the UNet's prediction."""
 
-    def __init__(self, model: Any) -> None:
+    def __init__(self, model: Any, min_snr_gamma: float | None = None) -> None:
         from diffusers import DDPMScheduler
 
         self.model = model
         self.scheduler = DDPMScheduler.from_config(model.scheduler_config, prediction_type=model.prediction_type)
         self.num_timesteps: int = self.scheduler.config.num_train_timesteps
+        self.min_snr_gamma = min_snr_gamma
 
     def draw(self, latents: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         """Noise like ``latents`` and one timestep per latent."""
@@ -184,14 +185,22 @@ class DiffusionObjective:
 
     def loss(self, latents: torch.Tensor, cond: TextConditioning, noise: torch.Tensor,
              timesteps: torch.Tensor) -> torch.Tensor:
-        """Mean squared error of the UNet's prediction against the noise (epsilon) or the velocity (v_prediction)."""
+        """Mean squared error of the UNet's prediction against the noise (epsilon) or the velocity (v_prediction).
+
+        With ``min_snr_gamma`` (kohya's option of that name, Hang et al. 2023) each sample's error is weighted by
+        min(SNR, γ) / SNR (/ (SNR + 1) for v-prediction): nearly noise-free steps count less, so the loss is spent
+        on the noisy steps that decide the layout."""
         noisy = self.scheduler.add_noise(latents, noise, timesteps)
-        if self.scheduler.config.prediction_type == "v_prediction":
-            target = self.scheduler.get_velocity(latents, noise, timesteps)
-        else:
-            target = noise
+        v_prediction = self.scheduler.config.prediction_type == "v_prediction"
+        target = self.scheduler.get_velocity(latents, noise, timesteps) if v_prediction else noise
         prediction = self.predict(noisy, timesteps, cond)
-        return F.mse_loss(prediction.float(), target.float())
+        if self.min_snr_gamma is None:
+            return F.mse_loss(prediction.float(), target.float())
+        alphas = self.scheduler.alphas_cumprod.to(latents.device)[timesteps]
+        snr = alphas / (1 - alphas)
+        weight = snr.clamp(max=self.min_snr_gamma) / (snr + 1 if v_prediction else snr)
+        per_sample = F.mse_loss(prediction.float(), target.float(), reduction="none").mean(dim=(1, 2, 3))
+        return (per_sample * weight).mean()
 
     def predict(self, noisy: torch.Tensor, timesteps: torch.Tensor, cond: TextConditioning) -> torch.Tensor:
         unet = self.model.unet

@@ -1,7 +1,8 @@
 """LoRA training on a folder of captioned images, saved as a kohya/A1111 ``.safetensors`` in ``models/Lora``.
 
 PEFT adapters (``LoraConfig``: rank, alpha) are added to the UNet's attention projections (``to_q``, ``to_k``,
-``to_v``, ``to_out.0``, or a subset) and, optionally, to the text encoders' (``q_proj``, ``k_proj``, ``v_proj``,
+``to_v``, ``to_out.0``, or a subset; optionally also the ResNet convolutions ``conv1``/``conv2``, kohya's "LoCon"
+layers, which reach looks the attention layers cannot, such as a change of geometry) and, optionally, to the text encoders' (``q_proj``, ``k_proj``, ``v_proj``,
 ``out_proj``), through diffusers' / transformers' ``add_adapter``. Only the adapters train (AdamW, A1111's learning-
 rate schedule syntax); each image is trained with its own caption (same-named ``.txt`` or ``metadata.jsonl``; an image
 without one is an error). The adapters' state dicts (``get_peft_model_state_dict``) are converted with diffusers'
@@ -34,7 +35,7 @@ from modules.training.lr_schedule import LearnRateSchedule
 if TYPE_CHECKING:
     from modules.runtime import Runtime
 
-UnetModule = Literal["to_q", "to_k", "to_v", "to_out.0"]
+UnetModule = Literal["to_q", "to_k", "to_v", "to_out.0", "conv1", "conv2"]
 UNET_MODULES: tuple[UnetModule, ...] = ("to_q", "to_k", "to_v", "to_out.0")
 TEXT_ENCODER_MODULES = ("q_proj", "k_proj", "v_proj", "out_proj")
 ADAPTER = "being_trained"
@@ -64,6 +65,8 @@ class TrainLoraRequest(BaseModel):
     training_height: int | None = Field(None, ge=8, le=2048)
     unet_modules: list[UnetModule] = Field(default_factory=lambda: list(UNET_MODULES), min_length=1)
     train_text_encoder: bool = False
+    min_snr_gamma: float | None = Field(None, gt=0)
+    """kohya's min-SNR-γ loss weighting (5 is the usual value); None: plain MSE."""
     latent_sampling_method: Literal["once", "deterministic", "random"] = "once"
     overwrite: bool = False
     seed: int = -1
@@ -203,7 +206,7 @@ def train_lora(target: Runtime | TrainingEnv, request: TrainLoraRequest, state: 
             if not request.train_text_encoder:
                 with torch.no_grad():
                     fixed = encode_prompts(model, texts, clip_skip=clip_skip)
-            objective = DiffusionObjective(model)
+            objective = DiffusionObjective(model, request.min_snr_gamma)
             order = BatchOrder(len(latents), request.batch_size, random.Random(seed))
 
             def batch_loss() -> torch.Tensor:
