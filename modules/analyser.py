@@ -9,8 +9,8 @@ Deterministic and model-free, so it can score what a model drew against what its
    contrast between background and object colour, which undoes anti-aliasing;
 4. shape from its silhouette inside the bounding box: a triangle (apex up) is much narrower in its top third than
    in its bottom third; a square fills its box's corners, a circle does not. Both cues survive blur, unlike the
-   exact fill ratio. Position is the nearest anchor to the bbox centre, size the bbox side, style from the holes
-   inside the object.
+   exact fill ratio. Position is the nearest anchor to the bbox centre, size the bbox's longer side, style from the
+   holes inside the object, or "narrow" when the bbox is much taller than wide.
 """
 from __future__ import annotations
 
@@ -29,6 +29,7 @@ MIN_OBJECT_PIXELS = 12
 TRIANGLE_MAX_TAPER = 0.55  # top-third / bottom-third mean width: triangle ≈ 0.2, circle and square ≈ 1
 SQUARE_MIN_CORNERS = 0.6  # filled share of the four corner cells (a fifth of the side each): square 1, circle ≈ 0.2
 SOLID_MIN_FILL = 0.9  # share of the filled object that has the object's colour, for a solid shape
+NARROW_MAX_ASPECT = 0.75  # bbox width / height: a narrow shape 0.5, the others 1
 LARGE_MIN_SIDE = HALF_EXTENT["small"] + HALF_EXTENT["large"]  # 20 px: small shapes are 14, large 26
 
 
@@ -75,7 +76,8 @@ def _largest_blob(mask: np.ndarray) -> np.ndarray:
     return labels == (int(np.argmax(sizes)) + 1)
 
 
-def _shape(filled: np.ndarray) -> tuple[str, tuple[float, float], float]:
+def _shape(filled: np.ndarray) -> tuple[str, tuple[float, float], float, float]:
+    """Shape name, bbox centre (x, y), bbox's longer side and its width / height."""
     ys, xs = np.nonzero(filled)
     y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
     box = filled[y0:y1, x0:x1].astype(np.float32)
@@ -86,7 +88,7 @@ def _shape(filled: np.ndarray) -> tuple[str, tuple[float, float], float]:
     else:
         corners = (box[:k, :k].mean() + box[:k, -k:].mean() + box[-k:, :k].mean() + box[-k:, -k:].mean()) / 4
         shape = "square" if corners >= SQUARE_MIN_CORNERS else "circle"
-    return shape, ((x0 + x1) / 2, (y0 + y1) / 2), float(max(y1 - y0, x1 - x0))
+    return shape, ((x0 + x1) / 2, (y0 + y1) / 2), float(max(y1 - y0, x1 - x0)), (x1 - x0) / (y1 - y0)
 
 
 def _style(colored: np.ndarray, filled: np.ndarray) -> str:
@@ -118,6 +120,7 @@ def analyse(image: Image.Image | np.ndarray) -> Analysis:
     if filled.sum() < MIN_OBJECT_PIXELS:
         return Analysis(color, background, None, None, None, None)
 
-    shape, centre, side = _shape(filled)
+    shape, centre, side, aspect = _shape(filled)
     position = min(POSITION_CENTERS, key=lambda p: (POSITION_CENTERS[p][0] - centre[0]) ** 2 + (POSITION_CENTERS[p][1] - centre[1]) ** 2)
-    return Analysis(color, background, shape, position, "large" if side >= LARGE_MIN_SIDE else "small", _style(colored, filled))
+    return Analysis(color, background, shape, position, "large" if side >= LARGE_MIN_SIDE else "small",
+                    "narrow" if aspect < NARROW_MAX_ASPECT else _style(colored, filled))

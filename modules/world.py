@@ -4,8 +4,9 @@ Every image is 64×64 RGB: one shape (circle, square, triangle) in a named colou
 colour, at a named position and size. Everything is deterministic: a `Scene` always renders to the same pixels, and
 `sample_scene` / `caption` draw only from the `random.Random` they are given.
 
-The base model is trained on ``style="solid"`` scenes only; the other styles (outlined, striped, bullseye) exist so
-that LoRA / textual-inversion work can teach the model something it has never seen.
+The base model is trained on ``style="solid"`` scenes only; the other styles exist so that LoRA / textual-inversion
+work can teach the model something it has never seen: outlined, striped and bullseye are 2-pixel patterns, "narrow"
+(the shape at half its width) is a change of geometry, the kind of look the small f=4 latent space keeps.
 """
 from __future__ import annotations
 
@@ -34,7 +35,7 @@ COLORS: dict[str, tuple[int, int, int]] = {
 SHAPES = ("circle", "square", "triangle")
 POSITIONS = ("center", "left", "right", "top", "bottom")
 SIZES = ("small", "large")
-STYLES = ("solid", "outlined", "striped", "bullseye")
+STYLES = ("solid", "outlined", "striped", "bullseye", "narrow")
 BASE_STYLES = ("solid",)  # the only style in the base model's training set
 ATTRIBUTES = ("color", "background", "shape", "position", "size", "style")
 
@@ -46,6 +47,7 @@ POSITION_PHRASES: dict[str, str] = {
 }
 HALF_EXTENT: dict[str, int] = {"small": 7, "large": 13}  # half the side of the shape's bounding box, in pixels
 MAX_JITTER = 2  # sample_scene moves shapes by up to this many pixels from their anchor
+NARROW_WIDTH = 0.5  # a narrow shape keeps its height and has this share of its width
 
 # Caption templates; {style} is empty for solid shapes. Index 2 names every attribute. The last two name only the
 # object or only the background: a model that has seen parts of scenes described alone can compose them again
@@ -135,8 +137,10 @@ def coverage(scene: Scene, size: int = IMAGE_SIZE) -> np.ndarray:
     x, y = grid[None, :], grid[:, None]
     px, py = POSITION_CENTERS[scene.position]
     cx, cy, half = px + scene.offset[0], py + scene.offset[1], float(HALF_EXTENT[scene.size])
+    if scene.style == "narrow":
+        x = cx + (x - cx) / NARROW_WIDTH
     mask = _inside(scene.shape, x, y, cx, cy, half)
-    if scene.style != "solid":
+    if scene.style not in ("solid", "narrow"):
         outline = 1.5 if scene.style == "striped" or scene.shape == "triangle" else 2.0
         hole = 1 - outline / (half * _INRADIUS[scene.shape])  # scale leaving an outline of even width
         inner = _inside(scene.shape, x, y, cx, cy, half, hole)

@@ -3,8 +3,10 @@
 - Textual inversion learns a subject the model can draw but has no word for: a large orange triangle, named only by
   the embedding. Before training the embedding's prompts give orange triangles at most 20% of the time, after it at
   least 80%.
-- LoRA teaches a style the base model never saw: outlined shapes. With ``<lora:outlined:1>`` at least 80% of the
-  images are outlined, with ``<lora:outlined:0>`` at most 10%.
+- LoRA teaches a style the base model never saw: narrow shapes (half their width, full height). With
+  ``<lora:narrow:1>`` at least 80% of the images are narrow, with ``<lora:narrow:0>`` at most 10%, and the prompt's
+  colour and shape are still drawn. (The 2-pixel styles, outlined or striped, do not survive the default model's
+  f=4 VAE; see benchmarks/RESULTS.md.)
 
 Skipped only when models/Stable-diffusion/ ships no model.
 """
@@ -22,8 +24,8 @@ from modules.options import Options
 from modules.processing import StableDiffusionProcessingTxt2Img, process_images
 from modules.progress import JobState
 from modules.sd_models import ModelManager
-from modules.training import (CreateEmbeddingRequest, TrainEmbeddingRequest, TrainingEnv, TrainLoraRequest,
-                              create_embedding, train_embedding, train_lora)
+from modules.training import (UNET_MODULES, CreateEmbeddingRequest, TrainEmbeddingRequest, TrainingEnv,
+                              TrainLoraRequest, create_embedding, train_embedding, train_lora)
 from tests.fixtures_models import SHIPPED, paths_with_shipped_models
 
 pytestmark = [pytest.mark.skipif(not SHIPPED, reason="models/Stable-diffusion/ ships no model"),
@@ -44,11 +46,11 @@ def env(tmp_path_factory) -> TrainingEnv:
     lora.unload(model)
 
 
-def generate(env: TrainingEnv, prompt: str) -> list:
+def generate(env: TrainingEnv, prompt: str, seeds: tuple[int, ...] = SEEDS) -> list:
     resources = PromptResources(embeddings=EmbeddingLibrary(env.embeddings_dir).for_model(env.model),
                                 networks={"lora": lora.LoraNetwork(env.loras)})
     images = []
-    for seed in SEEDS:
+    for seed in seeds:
         p = StableDiffusionProcessingTxt2Img(prompt=prompt, seed=seed, steps=20, cfg_scale=6,
                                              width=env.model.native_size, height=env.model.native_size,
                                              do_not_save_samples=True, do_not_save_grid=True)
@@ -88,28 +90,35 @@ def test_textual_inversion_learns_a_subject(env):
     assert orange_triangles() >= 0.8
 
 
-@pytest.mark.xfail(reason="the default model's f=4 VAE loses 2-pixel outlines: only 12 % of outlined world images "
-                          "come back outlined through encode/decode, so no UNet LoRA can reach 80 % (it draws 1 of 4). "
-                          "Needs a codec that keeps thin lines. Open in issue 7.", strict=False)
+@pytest.mark.xfail(reason="a LoRA on the tiny UNet's attention and ResNet convolutions makes 54 % of 24 images "
+                          "narrow (0 % without it), not yet the 80 % issue 7 asks for: small narrow shapes are about "
+                          "2 latent pixels wide. See benchmarks/RESULTS.md.", strict=False)
 def test_lora_teaches_a_new_style(env):
-    data = env.data_dir / "outlined"
+    data = env.data_dir / "narrow"
     data.mkdir()
     rng = random.Random(0)
-    for i in range(32):
-        scene = world.sample_scene(rng, styles=("outlined",))
+    for i in range(64):
+        scene = world.sample_scene(rng, styles=("narrow",))
         world.render(scene).save(data / f"{i:03d}.png")
         (data / f"{i:03d}.txt").write_text(world.caption(scene, rng))
-    result = train_lora(env, TrainLoraRequest(name="outlined", data_root=str(data), rank=8, learn_rate="1e-3",
-                                              steps=600, batch_size=4, seed=0), JobState())
-    assert result.path == env.lora_dir / "outlined.safetensors"
+    # The look is geometry at the 16x16 latent level, where the tiny UNet has no attention: train its convolutions too.
+    result = train_lora(env, TrainLoraRequest(name="narrow", data_root=str(data), rank=16, learn_rate="2e-3",
+                                              steps=1000, batch_size=4, seed=0, unet_modules=list(UNET_MODULES) + ["conv1", "conv2"]),
+                        JobState())
+    assert result.path == env.lora_dir / "narrow.safetensors"
 
     eval_rng = random.Random(1)
-    prompts = [world.caption(world.sample_scene(eval_rng, styles=("outlined",), jitter=False), template=2)
-               for _ in range(4)]
+    scenes = [world.sample_scene(eval_rng, styles=("narrow",), jitter=False) for _ in range(8)]
 
-    def outlined(weight: float) -> float:
-        images = [image for prompt in prompts for image in generate(env, f"{prompt} <lora:outlined:{weight}>")]
-        return share(images, lambda a: a.style == "outlined")
+    def read(weight: float) -> list[tuple[world.Scene, analyser.Analysis]]:
+        return [(scene, analyser.analyse(image)) for scene in scenes
+                for image in generate(env, f"{world.caption(scene, template=2)} <lora:narrow:{weight}>", SEEDS[:3])]
 
-    assert outlined(1) >= 0.8
-    assert outlined(0) <= 0.1
+    with_lora, without = read(1), read(0)
+    shares = {"narrow at 1": np.mean([a.style == "narrow" for _, a in with_lora]),
+              "narrow at 0": np.mean([a.style == "narrow" for _, a in without]),
+              "colour at 1": np.mean([a.color == scene.color for scene, a in with_lora]),
+              "shape at 1": np.mean([a.shape == scene.shape for scene, a in with_lora])}
+    assert shares["narrow at 0"] <= 0.1, shares
+    assert shares["colour at 1"] >= 0.8 and shares["shape at 1"] >= 0.6, shares
+    assert shares["narrow at 1"] >= 0.8, shares

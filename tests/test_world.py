@@ -66,9 +66,18 @@ def test_offset_moves_the_shape():
 
 def test_styles_differ_from_solid_and_render_at_other_sizes():
     solid = _pixels(Scene("circle", "green", "white", "center", "large"))
-    for style in ("outlined", "striped", "bullseye"):
+    for style in ("outlined", "striped", "bullseye", "narrow"):
         assert not np.array_equal(solid, _pixels(Scene("circle", "green", "white", "center", "large", style)))
     assert render(Scene("triangle", "red", "blue", "top", "small"), 128).size == (128, 128)
+
+
+def test_narrow_halves_the_width_and_keeps_the_height():
+    def extent(style: str) -> tuple[int, int]:
+        mask = world.coverage(Scene("circle", "red", "white", "center", "large", style)) > 0.5
+        return int(mask.any(0).sum()), int(mask.any(1).sum())  # width, height
+
+    (width, height), (narrow_width, narrow_height) = extent("solid"), extent("narrow")
+    assert narrow_height == height and abs(narrow_width - width * world.NARROW_WIDTH) <= 1
 
 
 def test_invalid_scenes_are_refused():
