@@ -239,7 +239,8 @@ class Settings:
 
 
 PRESETS: dict[str, dict[str, Any]] = {
-    # The shipped model: about 90 minutes on 2 shared CPU cores (one thread).
+    # About 80 minutes on 2 shared CPU cores (one thread). Same architecture as the shipped model, but its shapes are
+    # weaker (42 % right at 4000 UNet steps, 77 % at 8000, against 97 % shipped): see benchmarks/RESULTS.md.
     "cpu": {},
     # A larger run for one CUDA GPU (same architecture; not yet run: no GPU was available when the model shipped).
     "gpu": dict(first_step_share=0.15, dataset_size=60000, vae_steps=6000, vae_batch=64, decoder_steps=4000, unet_steps=24000, unet_batch=256,
@@ -984,7 +985,7 @@ def run(s: Settings) -> Path | None:
 def parse_args(argv: list[str] | None = None) -> tuple[Settings, bool]:
     parser = argparse.ArgumentParser(prog="python -m modules.train_default_model", description=__doc__.split("\n\n")[0])
     parser.add_argument("--preset", choices=sorted(PRESETS), default="cpu",
-                        help="cpu: the shipped model, ~90 min on 2 cores; gpu: a larger run for a GPU; smoke: seconds")
+                        help="cpu: the shipped architecture, ~80 min on 2 cores; gpu: a larger run for a GPU; smoke: seconds")
     parser.add_argument("--export-only", action="store_true",
                         help="only redo the export from --out/weights (e.g. weights trained elsewhere)")
     for f in fields(Settings):
