@@ -597,7 +597,8 @@ def train_tab(runtime: Runtime) -> list[gr.components.Component]:
 
     def do_train_lora(*values):
         try:
-            fields = {k: (int(v) if isinstance(v, float) and k != "min_snr_gamma" else v) for k, v in zip(lo_names, values)}
+            fields = {k: (int(v) if isinstance(v, float) and k != "min_snr_gamma" else v)
+                      for k, v in zip(lo_names, values)}
             request = training.TrainLoraRequest(**(fields | {"min_snr_gamma": fields["min_snr_gamma"] or None}))
         except (ValidationError, ValueError) as e:
             yield "", None, format_error(e)

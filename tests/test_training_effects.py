@@ -103,8 +103,8 @@ def test_lora_teaches_a_new_style(env):
         (data / f"{i:03d}.txt").write_text(world.caption(scene, rng))
     # The look is geometry at the 16x16 latent level, where the tiny UNet has no attention: train its convolutions too.
     result = train_lora(env, TrainLoraRequest(name="narrow", data_root=str(data), rank=16, learn_rate="2e-3",
-                                              steps=1000, batch_size=4, seed=0, unet_modules=list(UNET_MODULES) + ["conv1", "conv2"]),
-                        JobState())
+                                              steps=1000, batch_size=4, seed=0,
+                                              unet_modules=list(UNET_MODULES) + ["conv1", "conv2"]), JobState())
     assert result.path == env.lora_dir / "narrow.safetensors"
 
     eval_rng = random.Random(1)

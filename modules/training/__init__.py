@@ -21,6 +21,6 @@ from modules.training.textual_inversion import (CreateEmbeddingRequest, TrainEmb
 
 __all__ = [
     "CreateEmbeddingRequest", "LearnRateSchedule", "TrainEmbeddingRequest", "TrainLoraRequest", "TrainResult",
-    "TrainingEnv", "UNET_MODULES", "UnetModule", "create_embedding", "list_templates", "parse_learn_rate", "template_dirs", "train_embedding",
-    "train_lora",
+    "TrainingEnv", "UNET_MODULES", "UnetModule", "create_embedding", "list_templates", "parse_learn_rate",
+    "template_dirs", "train_embedding", "train_lora",
 ]
