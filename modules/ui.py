@@ -562,13 +562,15 @@ def train_tab(runtime: Runtime) -> list[gr.components.Component]:
                                         elem_id="train_lora_dataset"),
                 "rank": gr.Slider(1, 128, value=4, step=1, label="Rank"),
                 "learn_rate": gr.Textbox(label="Learning rate", value="1e-4"),
-                "steps": gr.Number(label="Steps", value=500, precision=0),
+                "steps": gr.Number(label="Steps", value=500, precision=0, elem_id="train_lora_steps"),
                 "batch_size": gr.Number(label="Batch size", value=1, precision=0),
                 "unet_modules": gr.CheckboxGroup(list(get_args(training.UnetModule)), value=list(training.UNET_MODULES),
                                                  label="UNet layers (attention projections; conv1/conv2: the ResNet "
-                                                       "convolutions, for looks the attention layers cannot reach)"),
+                                                       "convolutions, for looks the attention layers cannot reach)",
+                                                 elem_id="train_lora_modules"),
                 "train_text_encoder": gr.Checkbox(label="Also train the text encoder"),
-                "min_snr_gamma": gr.Number(label="Min-SNR gamma (0: plain loss; 5 is usual)", value=0),
+                "min_snr_gamma": gr.Number(label="Min-SNR gamma (0: plain loss; 5 is usual)", value=0,
+                                           elem_id="train_lora_min_snr"),
                 "overwrite": gr.Checkbox(label="Overwrite an existing LoRA of this name"),
             }
             with gr.Row():

@@ -207,6 +207,8 @@ def test_settings_are_applied_and_saved(page, server):
 
 
 def test_train_tab_creates_and_trains_an_embedding_and_reports_bad_input(page, tmp_path):
+    from safetensors.torch import load_file
+
     from modules import world
 
     data = tmp_path / "dataset"
@@ -234,3 +236,12 @@ def test_train_tab_creates_and_trains_an_embedding_and_reports_bad_input(page, t
     page.click("#train_train_lora")
     page.wait_for_selector("#train_result .error-box", timeout=60000)
     assert "data_root" in page.inner_text("#train_result")
+    page.fill("#train_lora_dataset textarea, #train_lora_dataset input", str(data))
+    page.fill("#train_lora_steps input", "2")
+    page.click("#train_lora_modules label:has-text('conv1')")
+    page.fill("#train_lora_min_snr input", "5")
+    page.click("#train_train_lora")
+    page.wait_for_function("document.querySelector('#train_result').innerText.includes('Training finished at step 2')",
+                           timeout=180000)
+    saved = next(Path(line) for line in page.inner_text("#train_result").split() if line.endswith("x.safetensors"))
+    assert any("resnets_0_conv1.lora_down" in key for key in load_file(saved))
