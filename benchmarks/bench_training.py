@@ -114,10 +114,29 @@ def fixed_batch(model, dataset: Path, batch: int):
     return latents, [image.with_suffix(".txt").read_text() for image in images]
 
 
-def bare_ti(model, dataset: Path, args: argparse.Namespace) -> list[float]:
-    """Train 2 vectors replacing the first prompt tokens; fixed latents and token ids."""
+def bare_loop(model, latents: torch.Tensor, conditioning, optimizer, args: argparse.Namespace) -> list[float]:
+    """The bare training step, ``--warmup`` + ``--steps`` times: noise, UNet on ``conditioning()``, MSE, backward,
+    optimizer step. Returns the time after each step."""
     from diffusers import DDPMScheduler
 
+    scheduler = DDPMScheduler.from_config(model.scheduler_config)
+    generator = torch.Generator().manual_seed(0)
+    times = []
+    with torch.enable_grad():
+        for _ in range(args.warmup + args.steps):
+            noise = torch.randn(latents.shape, generator=generator)
+            timesteps = torch.randint(0, 1000, (latents.shape[0],), generator=generator)
+            prediction = model.unet(scheduler.add_noise(latents, noise, timesteps), timesteps,
+                                    encoder_hidden_states=conditioning()).sample
+            torch.nn.functional.mse_loss(prediction, noise).backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            times.append(time.perf_counter())
+    return times
+
+
+def bare_ti(model, dataset: Path, args: argparse.Namespace) -> list[float]:
+    """Train 2 vectors replacing the first prompt tokens; fixed latents and token ids."""
     latents, captions = fixed_batch(model, dataset, args.batch)
     tokenizer, encoder = model.tokenizer, model.text_encoder
     ids = tokenizer([f"xx yy {caption}" for caption in captions], padding="max_length", max_length=77,
@@ -130,27 +149,12 @@ def bare_ti(model, dataset: Path, args: argparse.Namespace) -> list[float]:
         return output
 
     encoder.get_input_embeddings().register_forward_hook(replace)
-    scheduler = DDPMScheduler.from_config(model.scheduler_config)
     optimizer = torch.optim.AdamW([vectors], lr=LEARN_RATE, weight_decay=0.0)
-    generator = torch.Generator().manual_seed(0)
-    times = []
-    with torch.enable_grad():
-        for _ in range(args.warmup + args.steps):
-            noise = torch.randn(latents.shape, generator=generator)
-            timesteps = torch.randint(0, 1000, (latents.shape[0],), generator=generator)
-            embeds = encoder(input_ids=ids).last_hidden_state
-            prediction = model.unet(scheduler.add_noise(latents, noise, timesteps), timesteps,
-                                    encoder_hidden_states=embeds).sample
-            torch.nn.functional.mse_loss(prediction, noise).backward()
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            times.append(time.perf_counter())
-    return times
+    return bare_loop(model, latents, lambda: encoder(input_ids=ids).last_hidden_state, optimizer, args)
 
 
 def bare_lora(model, dataset: Path, args: argparse.Namespace) -> list[float]:
     """PEFT LoRA on the UNet's attention projections; fixed latents and conditioning."""
-    from diffusers import DDPMScheduler
     from peft import LoraConfig
 
     latents, captions = fixed_batch(model, dataset, args.batch)
@@ -162,21 +166,8 @@ def bare_lora(model, dataset: Path, args: argparse.Namespace) -> list[float]:
     parameters = [p for name, p in model.unet.named_parameters() if ".lora_" in name]
     for parameter in parameters:
         parameter.requires_grad_(True)
-    scheduler = DDPMScheduler.from_config(model.scheduler_config)
     optimizer = torch.optim.AdamW(parameters, lr=LEARN_RATE, weight_decay=1e-2)
-    generator = torch.Generator().manual_seed(0)
-    times = []
-    with torch.enable_grad():
-        for _ in range(args.warmup + args.steps):
-            noise = torch.randn(latents.shape, generator=generator)
-            timesteps = torch.randint(0, 1000, (latents.shape[0],), generator=generator)
-            prediction = model.unet(scheduler.add_noise(latents, noise, timesteps), timesteps,
-                                    encoder_hidden_states=embeds).sample
-            torch.nn.functional.mse_loss(prediction, noise).backward()
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            times.append(time.perf_counter())
-    return times
+    return bare_loop(model, latents, lambda: embeds, optimizer, args)
 
 
 def ours(case: str, model, paths: Paths, dataset: Path, args: argparse.Namespace) -> list[float]:
