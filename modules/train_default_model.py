@@ -49,6 +49,7 @@ from tqdm import tqdm
 from modules import world
 from modules.clip_tokenizer_files import write_tokenizer
 from modules.paths import CONFIGS_DIR
+from modules.training.common import min_snr_weights
 
 MODEL_NAME = "default-tiny"
 CONFIG_DIR = CONFIGS_DIR / MODEL_NAME
@@ -497,16 +498,6 @@ def save_or_stop(step: int, total: int, every: int, checkpoint, stage: str) -> N
         raise Interrupted(f"{stage} step {step}")
 
 
-def timestep_weights(snr: torch.Tensor, gamma: float, floor: float) -> torch.Tensor:
-    """Per-timestep weights of the epsilon loss: min-SNR-γ, with the x0-space weight kept at least `floor`.
-
-    The epsilon loss weighs an error in the predicted image by the SNR, nearly nothing at the highest noise levels,
-    where the layout (where the shape goes) is decided; the floor keeps those steps learning from the prompt.
-    """
-    x0_weight = snr.clamp(max=gamma) if gamma > 0 else snr
-    return x0_weight.clamp(min=floor) / snr
-
-
 def first_step_pairs(latents: torch.Tensor, alphas_cumprod: torch.Tensor, device: torch.device,
                      g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(input, target, weight) that train the sampler's first step, where only the prompt can set the layout.
@@ -812,7 +803,9 @@ def train_unet(s: Settings, device: torch.device, vae, images: torch.Tensor,
                                     num_train_timesteps=TRAIN_TIMESTEPS, prediction_type="epsilon")
     alphas_cumprod = noise_scheduler.alphas_cumprod.to(device)
     snr = alphas_cumprod / (1 - alphas_cumprod)
-    loss_weight = timestep_weights(snr, s.snr_gamma, s.high_noise_weight)
+    # The ε loss weighs an error in the predicted image by the SNR, nearly nothing at the highest noise levels where
+    # the layout is decided: min-SNR-γ with the image-space weight kept at least --high-noise-weight.
+    loss_weight = min_snr_weights(snr, s.snr_gamma, floor=s.high_noise_weight)
     latent_mean, latent_std = encode_latents(vae, images)
     scaling_factor = vae.config.scaling_factor
     eval_batch = _fixed_eval_batch(vae, eval_images, eval_captions, s.seed, device, noise_scheduler)

@@ -166,6 +166,18 @@ def encode_prompts(model: Any, prompts: Sequence[str], *, clip_skip: int = 1,
 # The loss
 
 
+def min_snr_weights(snr: torch.Tensor, gamma: float, *, v_prediction: bool = False,
+                    floor: float = 0.0) -> torch.Tensor:
+    """Per-sample weights of the ε (or v) loss for min-SNR-γ (Hang et al. 2023; kohya's ``min_snr_gamma``).
+
+    An error in the predicted image costs min(SNR, γ) instead of SNR (γ ≤ 0: no cap), so nearly noise-free steps
+    count less; as weights of the ε loss that is min(SNR, γ) / SNR (of the v loss, / (SNR + 1)). `floor` keeps the
+    image-space weight at least that much, so the noisiest steps, where the layout is decided, still learn.
+    """
+    x0_weight = (snr.clamp(max=gamma) if gamma > 0 else snr).clamp(min=floor)
+    return x0_weight / (snr + 1 if v_prediction else snr)
+
+
 class DiffusionObjective:
     """Noise the latents at random timesteps of the model's own training schedule and score the UNet's prediction."""
 
@@ -187,9 +199,8 @@ class DiffusionObjective:
              timesteps: torch.Tensor) -> torch.Tensor:
         """Mean squared error of the UNet's prediction against the noise (epsilon) or the velocity (v_prediction).
 
-        With ``min_snr_gamma`` (kohya's option of that name, Hang et al. 2023) each sample's error is weighted by
-        min(SNR, γ) / SNR (/ (SNR + 1) for v-prediction): nearly noise-free steps count less, so the loss is spent
-        on the noisy steps that decide the layout."""
+        With ``min_snr_gamma`` each sample's error is weighted by ``min_snr_weights``: nearly noise-free steps count
+        less, so the loss is spent on the noisy steps that decide the layout."""
         noisy = self.scheduler.add_noise(latents, noise, timesteps)
         v_prediction = self.scheduler.config.prediction_type == "v_prediction"
         target = self.scheduler.get_velocity(latents, noise, timesteps) if v_prediction else noise
@@ -197,8 +208,7 @@ class DiffusionObjective:
         if self.min_snr_gamma is None:
             return F.mse_loss(prediction.float(), target.float())
         alphas = self.scheduler.alphas_cumprod.to(latents.device)[timesteps]
-        snr = alphas / (1 - alphas)
-        weight = snr.clamp(max=self.min_snr_gamma) / (snr + 1 if v_prediction else snr)
+        weight = min_snr_weights(alphas / (1 - alphas), self.min_snr_gamma, v_prediction=v_prediction)
         per_sample = F.mse_loss(prediction.float(), target.float(), reduction="none").mean(dim=(1, 2, 3))
         return (per_sample * weight).mean()
 
