@@ -5,9 +5,10 @@ PEFT adapters (``LoraConfig``: rank, alpha) are added to the UNet's attention pr
 layers, which reach looks the attention layers cannot, such as a change of geometry) and, optionally, to the text
 encoders' (``q_proj``, ``k_proj``, ``v_proj``, ``out_proj``), through diffusers' / transformers' ``add_adapter``.
 Only the adapters train (AdamW, A1111's learning-rate schedule syntax, optionally kohya's min-SNR-γ weighting); each
-image is trained with its own caption (same-named ``.txt`` or ``metadata.jsonl``; an image without one is an error). The adapters' state dicts (``get_peft_model_state_dict``) are converted with diffusers'
-``convert_state_dict_to_kohya``: keys ``lora_unet_<module>.lora_down.weight`` / ``.lora_up.weight`` / ``.alpha``, text
-encoders ``lora_te_`` (SD1/SD2) or ``lora_te1_``/``lora_te2_`` (SDXL), with kohya's ``ss_*`` metadata. A1111, this app
+image is trained with its own caption (same-named ``.txt`` or ``metadata.jsonl``; an image without one is an error).
+The adapters' state dicts (``get_peft_model_state_dict``) are converted with diffusers' ``convert_state_dict_to_kohya``:
+keys ``lora_unet_<module>.lora_down.weight`` / ``.lora_up.weight`` / ``.alpha``, text encoders ``lora_te_`` (SD1/SD2)
+or ``lora_te1_``/``lora_te2_`` (SDXL), with kohya's ``ss_*`` metadata. A1111, this app
 (``<lora:name:weight>``) and diffusers' ``load_lora_weights`` read the file.
 
 Any LoRA a previous generation left loaded is removed first; when the run ends, however it ends, the model has no
