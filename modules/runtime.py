@@ -10,6 +10,7 @@ import logging
 import threading
 from dataclasses import dataclass, field
 from functools import cached_property
+from collections.abc import Collection
 from typing import TYPE_CHECKING, Any
 
 from modules.options import Options
@@ -128,26 +129,29 @@ class Runtime:
                                networks={"lora": LoraNetwork(self.loras)})
 
     # -- jobs ------------------------------------------------------------------------------------------------------------
-    def prepare(self, p: Any, state: JobState) -> Any:
-        """Attach model, options, data dir and progress to a processing object before it runs."""
+    def prepare(self, p: Any, state: JobState, native_size: Collection[str] = ()) -> Any:
+        """Attach model, options, data dir and progress to a processing object before it runs. The size fields named
+        in `native_size` ("width", "height") take the native size of that model."""
         wanted = (p.override_settings or {}).get("sd_model_checkpoint")
         p.sd_model = self.models.load(wanted) if wanted else (self.models.current or self.models.select_default())
         if p.sd_model is None:
             from modules.processing import GenerationError
 
             raise GenerationError(f"no checkpoint is loaded: put a model in {self.paths.ckpt_dir}")
+        for name in native_size:
+            setattr(p, name, p.sd_model.native_size)
         p.opts = self.opts
         p.state = state
         p.data_dir = str(self.paths.data_dir)
         p.prompt_resources = self.prompt_resources(p.sd_model)
         return p
 
-    def run(self, p: Any, state: JobState) -> Any:
-        """Run one generation job now (called on the queue's worker thread)."""
+    def run(self, p: Any, state: JobState, native_size: Collection[str] = ()) -> Any:
+        """Run one generation job now (called on the queue's worker thread); `native_size` as in ``prepare``."""
         from modules import scripts
 
         self.state = state
-        self.prepare(p, state)
+        self.prepare(p, state, native_size)
         return scripts.process_with_scripts(p)
 
     def submit(self, kind: str, p: Any, task_id: str | None = None) -> Any:

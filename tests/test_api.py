@@ -40,6 +40,7 @@ TIMEOUT = 10
 @dataclass(eq=False)
 class FakeModel:
     sd_checkpoint_info: CheckpointInfo
+    native_size: int = 512
 
     @property
     def sd_model_hash(self) -> str | None:
@@ -53,7 +54,7 @@ class FakeModels:
         self.infos = [CheckpointInfo(filename=str(ckpt_dir / name), name=name, sha256=digit * 64)
                       for name, digit in (("alpha.safetensors", "a"), ("beta.safetensors", "b"))]
         self.loads: list[str] = []
-        self._models = {info.title: FakeModel(info) for info in self.infos}
+        self._models = {info.title: FakeModel(info, size) for info, size in zip(self.infos, (512, 1024))}
         self.current: FakeModel | None = None
         self.load(self.infos[0].title)
 
@@ -94,9 +95,9 @@ class FakeRuntime(Runtime):
     seen: list[Any] = field(default_factory=list)
     extra_files: list[str] = field(default_factory=list)
 
-    def run(self, p: Any, state: Any) -> Processed:
+    def run(self, p: Any, state: Any, native_size: Any = ()) -> Processed:
         self.state = state
-        self.prepare(p, state)
+        self.prepare(p, state, native_size)
         if self.fail_with is not None:
             raise self.fail_with
         if p.override_settings:
@@ -224,8 +225,8 @@ def test_openapi_lists_a1111_routes_and_queue_routes(client):
 
 def test_request_models_have_a1111_api_defaults():
     t2i, i2i = api_models.Txt2ImgRequest(), api_models.Img2ImgRequest()
-    assert (t2i.steps, t2i.sampler_index, t2i.sampler_name, t2i.cfg_scale, t2i.width, t2i.height) == (
-        50, "Euler", None, 7.0, 512, 512)
+    assert (t2i.steps, t2i.sampler_index, t2i.sampler_name, t2i.cfg_scale) == (50, "Euler", None, 7.0)
+    assert (t2i.width, t2i.height) == (None, None)  # the model's native size (A1111: 512), see the test below
     assert (t2i.denoising_strength, t2i.send_images, t2i.save_images, t2i.seed, t2i.seed_resize_from_w) == (
         0.75, True, False, -1, -1)
     assert (t2i.override_settings_restore_afterwards, t2i.hr_scale, t2i.script_args, t2i.alwayson_scripts) == (
@@ -326,6 +327,20 @@ def test_override_settings_apply_to_one_job_and_are_restored(client, runtime):
     assert p.sd_model.sd_checkpoint_info.title == beta and p.opts.CLIP_stop_at_last_layers == 2
     assert runtime.models.current.sd_checkpoint_info.name == "alpha.safetensors"
     assert runtime.opts.CLIP_stop_at_last_layers == 1
+
+
+def test_omitted_size_is_the_native_size_of_the_model_that_runs_the_job(client, runtime):
+    """alpha's native size is 512, beta's 1024: a size left out (or null) follows the checkpoint, a given one stays."""
+    sizes = []
+    for body in ({"steps": 1}, {"steps": 1, "width": None, "override_settings": {"sd_model_checkpoint": "beta"}},
+                 {"steps": 1, "height": 64, "override_settings": {"sd_model_checkpoint": "beta"}}):
+        r = client.post(f"{API}/txt2img", json=body)
+        assert r.status_code == 200, r.text
+        assert decode(r.json()["images"][0]).size == (runtime.seen[-1].width, runtime.seen[-1].height)
+        sizes.append((runtime.seen[-1].width, runtime.seen[-1].height))
+    assert sizes == [(512, 512), (1024, 1024), (1024, 64)]
+    r = client.post(f"{API}/img2img", json={"init_images": [png_b64()], "steps": 1})
+    assert (runtime.seen[-1].width, runtime.seen[-1].height) == (512, 512)
 
 
 def test_override_settings_kept_without_restore_afterwards(client, runtime):

@@ -67,9 +67,9 @@ def with_real_images(cases: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
 class InstantRuntime(Runtime):
     """The real runtime whose generation jobs are interrupted before the first step."""
 
-    def run(self, p: Any, state: JobState) -> Any:
+    def run(self, p: Any, state: JobState, native_size: Any = ()) -> Any:
         state.interrupt()
-        return super().run(p, state)
+        return super().run(p, state, native_size)
 
 
 @pytest.mark.timeout(600)

@@ -127,3 +127,29 @@ def test_break_keeps_both_chunks(model, opts):
     images = generate(model, opts, "a red circle BREAK on a blue background")
     assert share(images, lambda a: a.color == "red") >= 0.75
     assert share(images, lambda a: a.background == "blue") >= 0.75
+
+
+def test_api_request_without_a_size_draws_at_the_models_native_size(manager, model, tmp_path):
+    """A1111 clients often leave width/height out (A1111: 512×512); here that means the checkpoint's own size."""
+    from fastapi.testclient import TestClient
+
+    from modules import cmd_args
+    from modules.api import create_api_app
+    from modules.api.codec import decode_image
+    from modules.job_queue import JobQueue
+    from modules.runtime import Runtime
+
+    paths = manager.paths
+    runtime = Runtime(args=cmd_args.parse_args(["--nowebui", "--data-dir", str(tmp_path)]), paths=paths,
+                      opts=Options(samples_save=False, live_previews_enable=False), models=manager,
+                      queue=JobQueue(tmp_path / "history.db"))
+    with TestClient(create_api_app(runtime)) as client:
+        images = []
+        for seed in SEEDS:
+            r = client.post("/sdapi/v1/txt2img", json={"prompt": "a green triangle on a white background",
+                                                       "seed": seed, "steps": 15, "cfg_scale": 6})
+            assert r.status_code == 200, r.text
+            images.append(decode_image(r.json()["images"][0]))
+    runtime.queue.close()
+    assert {im.size for im in images} == {(model.native_size, model.native_size)}
+    assert share(images, lambda a: (a.color, a.background, a.shape) == ("green", "white", "triangle")) >= 0.75

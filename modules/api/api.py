@@ -174,7 +174,8 @@ class Api:
             raise HTTPException(503, f"no checkpoint found in {self.runtime.paths.ckpt_dir}; add one, then POST "
                                      f"{PREFIX}/refresh-checkpoints")
         restore = req.override_settings_restore_afterwards is not False
-        job = self._submit(kind, _echo(req), self._generation_job(p, req.override_settings or {}, restore),
+        native_size = [name for name in ("width", "height") if getattr(req, name) is None]
+        job = self._submit(kind, _echo(req), self._generation_job(p, req.override_settings or {}, restore, native_size),
                            task_id=req.force_task_id)
         processed = (await self._wait(job)).value
         fmt, quality = self.runtime.opts.samples_format, self.runtime.opts.jpeg_quality
@@ -183,17 +184,18 @@ class Api:
         echo = _echo(req, include_images=bool(getattr(req, "include_init_images", False)))
         return m.GenerationResponse(images=encoded, parameters=echo, info=processed.js())
 
-    def _generation_job(self, p: processing.StableDiffusionProcessing, overrides: dict[str, Any],
-                        restore: bool) -> Callable[[JobState], JobOutput]:
-        """Run ``p`` on the worker; afterwards restore a checkpoint switched by ``override_settings`` (or, without
-        ``override_settings_restore_afterwards``, keep the overrides as the current settings, as A1111 does)."""
+    def _generation_job(self, p: processing.StableDiffusionProcessing, overrides: dict[str, Any], restore: bool,
+                        native_size: list[str]) -> Callable[[JobState], JobOutput]:
+        """Run ``p`` on the worker (the size fields in `native_size` take the model's native size); afterwards restore a
+        checkpoint switched by ``override_settings`` (or, without ``override_settings_restore_afterwards``, keep the
+        overrides as the current settings, as A1111 does)."""
         models, opts = self.runtime.models, self.runtime.opts
 
         def run(state: JobState) -> JobOutput:
             previous = models.current
             succeeded = False
             try:
-                processed = self.runtime.run(p, state)
+                processed = self.runtime.run(p, state, native_size)
                 succeeded = True
             finally:
                 switched = models.current is not previous and previous is not None

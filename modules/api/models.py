@@ -1,7 +1,8 @@
 """Request and response models of the ``/sdapi/v1`` API, with A1111's field names and A1111's *API* defaults.
 
 The API defaults differ from the UI's (steps 50, sampler via ``sampler_index`` = "Euler", denoising 0.75, inpaint
-"only masked" with padding 0 and "fill", ``save_images`` False). As in A1111 every generation field is nullable:
+"only masked" with padding 0 and "fill", ``save_images`` False). One deliberate difference from A1111: a request
+without width/height gets the checkpoint's native size, not 512 (SDXL and the 64-px default model draw poorly off it). As in A1111 every generation field is nullable:
 ``null`` means "the default", the API default where this table has one, otherwise the UI's / the settings'.
 Bounds match ``modules.processing`` so that the OpenAPI schema states them.
 """
@@ -20,6 +21,8 @@ MAX_N_ITER = 1000
 MAX_STEPS = 1000
 MAX_INIT_IMAGES = 64
 MAX_SEED = 2**63 - 1     # -1 means random (below 2**32); room is left for seed + image index
+NATIVE = ("null: the checkpoint's native size (512 for SD1.x, 768 for SD2.x v-models, 1024 for SDXL, 64 for the "
+          "default model), where A1111 always takes 512")
 
 
 class _Request(BaseModel):
@@ -52,8 +55,8 @@ class GenerationRequest(_Request):
     n_iter: int | None = Field(1, ge=1, le=MAX_N_ITER)
     steps: int | None = Field(50, ge=1, le=MAX_STEPS)
     cfg_scale: float | None = Field(7.0, ge=0.0, le=100.0, allow_inf_nan=False)
-    width: int | None = Field(512, ge=SIZE_MULTIPLE, le=MAX_SIDE, multiple_of=SIZE_MULTIPLE)
-    height: int | None = Field(512, ge=SIZE_MULTIPLE, le=MAX_SIDE, multiple_of=SIZE_MULTIPLE)
+    width: int | None = Field(None, ge=SIZE_MULTIPLE, le=MAX_SIDE, multiple_of=SIZE_MULTIPLE, description=NATIVE)
+    height: int | None = Field(None, ge=SIZE_MULTIPLE, le=MAX_SIDE, multiple_of=SIZE_MULTIPLE, description=NATIVE)
     restore_faces: bool | None = None
     tiling: bool | None = None
     do_not_save_samples: bool | None = Field(False, description="overridden by save_images")
