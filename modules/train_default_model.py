@@ -11,12 +11,14 @@ an interruption; Ctrl-C or SIGTERM stop after the step in progress and save it):
    that trains fast and is easy to diffuse in).
 2. ``decoder``: the decoder alone fine-tuned on the frozen encoder's latents (sharper shapes; the latent space stays
    the same, so this stage may also run beside the next one).
-3. ``unet``: UNet2DConditionModel and a small CLIPTextModel trained together on captions of solid scenes (every
-   template of modules.world, 10% empty for CFG; 20% of steps see the caption as two 77-token chunks, as BREAK
-   makes them; 30% of the others take the colour from the colour word's own token, so emphasis works, see
-   ColourTokenSwap), with SD's noise schedule (scaled_linear betas 0.00085→0.012, 1000 steps, epsilon prediction),
-   extra low-frequency noise (see low_frequency_noise), min-SNR weighting and an EMA of the weights. Optionally a
-   share of samples trains the sampler's first step from pure noise (see first_step_pairs; the gpu preset).
+3. ``unet``: UNet2DConditionModel and a small CLIPTextModel trained together on captions of solid scenes (10% empty
+   for CFG) with SD's noise schedule (scaled_linear betas 0.00085→0.012, 1000 steps, epsilon prediction), min-SNR
+   weighting and an EMA of the weights. Additions join at set steps: extra low-frequency noise and a floor on the
+   weight of the noisiest steps (``--layout-from-step``, see low_frequency_noise); the captions naming only the
+   object or only the background, and 20% of steps on two 77-token chunks as BREAK makes them
+   (``--syntax-from-step``); 30% of the other captions taking the colour from the colour word's own token, so
+   emphasis works (``--colour-token-from-step``, see ColourTokenSwap). Optionally a share of samples trains the
+   sampler's first step from pure noise (see first_step_pairs; the gpu preset).
 
 The run ends with an export into ``--out``: ``config/`` (a diffusers config-only dir, what ships as
 modules/configs/default-tiny), ``weights/`` (fp16 diffusers-format state dicts) and, when modules.ldm_convert is
@@ -214,7 +216,7 @@ class Settings:
     anchor_weight: float = 0.5
     decoder_steps: int = 3000
     decoder_lr: float = 5e-4
-    unet_steps: int = 4000
+    unet_steps: int = 8200
     unet_batch: int = 32
     unet_lr: float = 6e-4
     warmup_steps: int = 200
@@ -229,6 +231,11 @@ class Settings:
     high_noise_weight: float = 0.1
     # Strength of the extra low-frequency noise (see low_frequency_noise).
     low_freq_noise: float = 0.3
+    # The UNet step from which each addition joins. Shapes are learned fastest from the attribute captions with plain
+    # min-SNR; the additions serve layout and prompt syntax and slow that down when on from the start (RESULTS.md).
+    layout_from_step: int = 3000  # the low-frequency noise and the high-noise weight floor
+    syntax_from_step: int = 4700  # object-only / background-only captions (AND) and two-chunk captions (BREAK)
+    colour_token_from_step: int = 6700  # the colour-token swap (emphasis)
     ema_decay: float = 0.999
     log_every: int = 50
     eval_every: int = 500
@@ -240,16 +247,15 @@ class Settings:
 
 
 PRESETS: dict[str, dict[str, Any]] = {
-    # About 80 minutes on 2 shared CPU cores (one thread). Same architecture as the shipped model, but its shapes are
-    # weaker (42 % right at 4000 UNet steps, 77 % at 8000, against 97 % shipped): see benchmarks/RESULTS.md.
+    # About 2 h 15 min on 2 shared CPU cores (one thread): the path the shipped model took (see benchmarks/RESULTS.md).
     "cpu": {},
     # A larger run for one CUDA GPU (same architecture; not yet run: no GPU was available when the model shipped).
     "gpu": dict(first_step_share=0.15, dataset_size=60000, vae_steps=6000, vae_batch=64, decoder_steps=4000, unet_steps=24000, unet_batch=256,
-                unet_lr=5e-4, warmup_steps=500, log_every=200, eval_every=4000, eval_images=96,
+                layout_from_step=8800, syntax_from_step=13800, colour_token_from_step=19600, unet_lr=5e-4, warmup_steps=500, log_every=200, eval_every=4000, eval_images=96,
                 checkpoint_every=2000, ema_decay=0.9995, workers=12),
     # Checks that the script runs end to end (seconds).
     "smoke": dict(dataset_size=256, vae_steps=20, vae_batch=8, decoder_steps=10, unet_steps=20, unet_batch=8, warmup_steps=5,
-                  log_every=5, eval_every=20, eval_images=4, checkpoint_every=10),
+                  layout_from_step=5, syntax_from_step=10, colour_token_from_step=15, log_every=5, eval_every=20, eval_images=4, checkpoint_every=10),
 }
 
 
@@ -262,6 +268,9 @@ def validate(s: Settings) -> None:
                  "eval_every", "checkpoint_every"):
         if getattr(s, name) < 1:
             raise SettingsError(f"--{name.replace('_', '-')} must be at least 1 (got {getattr(s, name)})")
+    for name in ("layout_from_step", "syntax_from_step", "colour_token_from_step"):
+        if getattr(s, name) < 0:
+            raise SettingsError(f"--{name.replace('_', '-')} must be 0 (from the start) or more (got {getattr(s, name)})")
     factor = VAE_FACTOR * UNET_FACTOR
     if s.resolution % factor:
         raise SettingsError(f"--resolution {s.resolution} is not divisible by {factor} (the VAE's factor {VAE_FACTOR} "
@@ -283,6 +292,12 @@ def validate(s: Settings) -> None:
         probe.unlink()
     except OSError as e:
         raise SettingsError(f"--out {s.out}: cannot write there ({e.strerror or e})") from e
+
+
+def additions_at(s: Settings, step: int) -> list[str]:
+    """The UNet's additions on at `step`: "layout", "syntax", "colour_token" (see the *_from_step settings)."""
+    starts = {"layout": s.layout_from_step, "syntax": s.syntax_from_step, "colour_token": s.colour_token_from_step}
+    return [name for name, start in starts.items() if step >= start]
 
 
 def pick_device(name: str) -> torch.device:
@@ -805,7 +820,8 @@ def train_unet(s: Settings, device: torch.device, vae, images: torch.Tensor,
     snr = alphas_cumprod / (1 - alphas_cumprod)
     # The ε loss weighs an error in the predicted image by the SNR, nearly nothing at the highest noise levels where
     # the layout is decided: min-SNR-γ with the image-space weight kept at least --high-noise-weight.
-    loss_weight = min_snr_weights(snr, s.snr_gamma, floor=s.high_noise_weight)
+    plain_loss_weight = min_snr_weights(snr, s.snr_gamma)
+    layout_loss_weight = min_snr_weights(snr, s.snr_gamma, floor=s.high_noise_weight)
     latent_mean, latent_std = encode_latents(vae, images)
     scaling_factor = vae.config.scaling_factor
     eval_batch = _fixed_eval_batch(vae, eval_images, eval_captions, s.seed, device, noise_scheduler)
@@ -815,6 +831,8 @@ def train_unet(s: Settings, device: torch.device, vae, images: torch.Tensor,
     colour_swap = ColourTokenSwap(tokenizer, s.seed)
     template_weights = torch.tensor([2.5 if t == world.FULL_TEMPLATE else 0.5 if t in world.PARTIAL_TEMPLATES else 1.0
                                      for t in range(len(world.TEMPLATES))], device=device)
+    attribute_template_weights = torch.tensor([0.0 if t in world.PARTIAL_TEMPLATES else float(w)
+                                               for t, w in enumerate(template_weights)], device=device)
 
     def unet_loss(model, te, noisy, ids, t, target, weights=None, swap=None) -> torch.Tensor:
         """`ids` is [B, 77], or [B, K, 77] for K chunks whose hidden states are concatenated (as the web UI does);
@@ -832,23 +850,26 @@ def train_unet(s: Settings, device: torch.device, vae, images: torch.Tensor,
     try:
         while step < s.unet_steps:
             g = step_generator(device, s.seed, 2, step)
+            additions = additions_at(s, step)
+            layout, syntax = "layout" in additions, "syntax" in additions
             idx = torch.randint(0, latent_mean.shape[0], (s.unet_batch,), device=device, generator=g)
             latents = (latent_mean[idx] + latent_std[idx] * torch.randn(latent_mean[idx].shape, device=device, generator=g)) * scaling_factor
-            templates = torch.multinomial(template_weights, s.unet_batch, replacement=True, generator=g)
+            templates = torch.multinomial(template_weights if syntax else attribute_template_weights, s.unet_batch, replacement=True, generator=g)
             ids = captions.table[captions.index[idx, templates]]
             drop = torch.rand(s.unet_batch, device=device, generator=g) < s.empty_caption_prob
             ids = torch.where(drop[:, None], captions.empty[None], ids)
             swap = None
-            if torch.rand(1, device=device, generator=g).item() < s.break_prob:
+            if syntax and torch.rand(1, device=device, generator=g).item() < s.break_prob:
                 ids = two_chunk_captions(ids, captions.empty, g)
-            elif s.colour_token_prob:
+            elif s.colour_token_prob and "colour_token" in additions:
                 rows = ((torch.rand(s.unet_batch, device=device, generator=g) < s.colour_token_prob) & ~drop).nonzero()[:, 0]
                 swap = colour_swap.pick(idx, templates, ids, rows, g)
             noise = torch.randn(latents.shape, device=device, generator=g)
-            if s.low_freq_noise:
+            if layout and s.low_freq_noise:
                 noise = noise + low_frequency_noise(latents.shape, s.low_freq_noise, device, g)
             t = torch.randint(0, TRAIN_TIMESTEPS, (s.unet_batch,), device=device, generator=g)
-            noisy, target, weights = noise_scheduler.add_noise(latents, noise, t), noise, loss_weight[t]
+            noisy, target, weights = noise_scheduler.add_noise(latents, noise, t), noise, \
+                (layout_loss_weight if layout else plain_loss_weight)[t]
             if s.first_step_share:
                 first = torch.rand(s.unet_batch, device=device, generator=g) < s.first_step_share
                 start, first_target, first_weight = first_step_pairs(latents, alphas_cumprod, device, g)
@@ -869,7 +890,8 @@ def train_unet(s: Settings, device: torch.device, vae, images: torch.Tensor,
             bar.update(1)
             if due(step, s.log_every, s.unet_steps):
                 bar.set_postfix(loss=f"{loss.item():.4f}")
-                log(stage="unet", kind="train", step=step, loss=loss.item(), lr=opt.param_groups[0]["lr"])
+                log(stage="unet", kind="train", step=step, loss=loss.item(), lr=opt.param_groups[0]["lr"],
+                    additions=additions)
             if due(step, s.eval_every, s.unet_steps):
                 with torch.no_grad():
                     eval_loss = unet_loss(ema_unet, ema_te, *eval_batch).item()
@@ -978,7 +1000,7 @@ def run(s: Settings) -> Path | None:
 def parse_args(argv: list[str] | None = None) -> tuple[Settings, bool]:
     parser = argparse.ArgumentParser(prog="python -m modules.train_default_model", description=__doc__.split("\n\n")[0])
     parser.add_argument("--preset", choices=sorted(PRESETS), default="cpu",
-                        help="cpu: the shipped architecture, ~80 min on 2 cores; gpu: a larger run for a GPU; smoke: seconds")
+                        help="cpu: the shipped model's path, ~2 h 15 min on 2 cores; gpu: a larger run for a GPU; smoke: seconds")
     parser.add_argument("--export-only", action="store_true",
                         help="only redo the export from --out/weights (e.g. weights trained elsewhere)")
     for f in fields(Settings):

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -142,6 +143,7 @@ def test_training_data_is_deterministic_per_index():
     ({"empty_caption_prob": 1.0}, "must be in"),
     ({"break_prob": 1.0}, "--break-prob"),
     ({"stages": "vae,lora"}, "unknown lora"),
+    ({"syntax_from_step": -1}, "--syntax-from-step must be 0"),
 ])
 def test_training_refuses_impossible_settings(tmp_path, override, message):
     from modules.train_default_model import UNET_FACTOR, VAE_FACTOR, Settings, SettingsError, validate
@@ -150,6 +152,26 @@ def test_training_refuses_impossible_settings(tmp_path, override, message):
 
     with pytest.raises(SettingsError, match=message):
         validate(Settings(out=tmp_path / "run", **override))
+
+
+def test_recipe_runs_resumes_and_turns_the_additions_on_at_their_steps(tmp_path):
+    """The smoke preset end to end, stopped after 10 UNet steps and resumed to 20: no stage or step runs twice, and
+    each addition joins at its step (smoke: layout from 5, syntax from 10, colour token from 15)."""
+    import json
+
+    from modules.train_default_model import PRESETS, Settings, run
+
+    settings = Settings(out=tmp_path / "run", **{**PRESETS["smoke"], "unet_steps": 10})
+    first = run(settings)
+    assert first is not None and first.exists()
+    exported = run(replace(settings, unet_steps=20))
+    assert exported == first and exported.stat().st_size <= 40 * 1024 * 1024
+    entries = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    trained = {stage: [e["step"] for e in entries if e.get("stage") == stage and e["kind"] == "train"]
+               for stage in ("vae", "decoder", "unet")}
+    assert trained == {"vae": [5, 10, 15, 20], "decoder": [5, 10], "unet": [5, 10, 15, 20]}
+    additions = [e["additions"] for e in entries if e.get("stage") == "unet" and e["kind"] == "train"]
+    assert additions == [[], ["layout"], ["layout", "syntax"], ["layout", "syntax", "colour_token"]]
 
 
 def test_training_refuses_unwritable_output(tmp_path):
