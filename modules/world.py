@@ -92,12 +92,13 @@ class Scene:
         return {name: getattr(self, name) for name in ATTRIBUTES}
 
 
-def sample_scene(rng: random.Random, styles: tuple[str, ...] = BASE_STYLES, jitter: bool = True) -> Scene:
-    """Draw a scene uniformly over shapes, colour pairs, positions, sizes and the given styles."""
+def sample_scene(rng: random.Random, styles: tuple[str, ...] = BASE_STYLES, jitter: bool = True,
+                 sizes: tuple[str, ...] = SIZES) -> Scene:
+    """Draw a scene uniformly over shapes, colour pairs, positions and the given sizes and styles."""
     color = rng.choice(list(COLORS))
     background = rng.choice([c for c in COLORS if c != color])
     scene = dict(shape=rng.choice(SHAPES), color=color, background=background, position=rng.choice(POSITIONS),
-                 size=rng.choice(SIZES), style=rng.choice(styles))
+                 size=rng.choice(sizes), style=rng.choice(styles))
     offset = (rng.randint(-MAX_JITTER, MAX_JITTER), rng.randint(-MAX_JITTER, MAX_JITTER)) if jitter else (0, 0)
     return Scene(**scene, offset=offset)
 

@@ -10,7 +10,8 @@ Each training function is a job function for ``modules.job_queue``: it takes the
 
 Modules: ``textual_inversion`` (embedding files and their training), ``lora_train`` (LoRA adapters -> kohya files),
 ``dataset`` (images, captions, prompt templates, latents), ``lr_schedule`` (A1111's ``0.005:100, 1e-3`` syntax),
-``common`` (the frozen model, differentiable prompt encoding, the diffusion loss, the step loop, atomic saving).
+``common`` (the frozen model, differentiable prompt encoding, the diffusion loss, the step loop, atomic saving),
+``effects`` (what training teaches the default model, measured; imported on its own).
 """
 from modules.training.common import TrainingEnv, TrainResult
 from modules.training.dataset import list_templates, template_dirs
