@@ -434,6 +434,15 @@ def test_lora_on_resnet_convolutions_with_min_snr(env, one_image):
     lora.unload(env.model)
 
 
+def test_lora_training_is_reproducible_from_its_seed(env, one_image):
+    def train(seed: int) -> dict[str, torch.Tensor]:
+        return load_file(train_lora(env, lora_request(one_image, steps=3, seed=seed, overwrite=True), JobState()).path)
+
+    first, again, other = train(3), train(3), train(4)
+    assert all(torch.equal(first[key], again[key]) for key in first)
+    assert any(not torch.equal(first[key], other[key]) for key in first)
+
+
 def test_min_snr_weighting_discounts_the_nearly_clean_steps(tiny_sd1_model, one_image):
     image = load_images(sorted(one_image.glob("*.png"))[:1], 64, 64)
     latents = LatentCache(tiny_sd1_model, image, "deterministic", torch.Generator()).mean

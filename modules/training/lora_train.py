@@ -202,7 +202,9 @@ def train_lora(target: Runtime | TrainingEnv, request: TrainLoraRequest, state: 
         try:
             latents = LatentCache(model, pictures, request.latent_sampling_method, generator)
             del pictures
-            parameters = _add_adapters(model, request)
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed)  # peft draws the adapters' first weights from torch's global generator
+                parameters = _add_adapters(model, request)
             fixed: TextConditioning | None = None
             if not request.train_text_encoder:
                 with torch.no_grad():
