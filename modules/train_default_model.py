@@ -247,15 +247,17 @@ class Settings:
 
 
 PRESETS: dict[str, dict[str, Any]] = {
-    # About 2 h 15 min on 2 shared CPU cores (one thread): the path the shipped model took (see benchmarks/RESULTS.md).
+    # About 2 h on 2 shared CPU cores (one thread); the shipped model is this preset's output (benchmarks/RESULTS.md).
     "cpu": {},
     # A larger run for one CUDA GPU (same architecture; not yet run: no GPU was available when the model shipped).
-    "gpu": dict(first_step_share=0.15, dataset_size=60000, vae_steps=6000, vae_batch=64, decoder_steps=4000, unet_steps=24000, unet_batch=256,
-                layout_from_step=8800, syntax_from_step=13800, colour_token_from_step=19600, unet_lr=5e-4, warmup_steps=500, log_every=200, eval_every=4000, eval_images=96,
-                checkpoint_every=2000, ema_decay=0.9995, workers=12),
+    "gpu": dict(first_step_share=0.15, dataset_size=60000, vae_steps=6000, vae_batch=64, decoder_steps=4000,
+                unet_steps=24000, unet_batch=256, layout_from_step=8800, syntax_from_step=13800,
+                colour_token_from_step=19600, unet_lr=5e-4, warmup_steps=500, log_every=200, eval_every=4000,
+                eval_images=96, checkpoint_every=2000, ema_decay=0.9995, workers=12),
     # Checks that the script runs end to end (seconds).
-    "smoke": dict(dataset_size=256, vae_steps=20, vae_batch=8, decoder_steps=10, unet_steps=20, unet_batch=8, warmup_steps=5,
-                  layout_from_step=5, syntax_from_step=10, colour_token_from_step=15, log_every=5, eval_every=20, eval_images=4, checkpoint_every=10),
+    "smoke": dict(dataset_size=256, vae_steps=20, vae_batch=8, decoder_steps=10, unet_steps=20, unet_batch=8,
+                  warmup_steps=5, layout_from_step=5, syntax_from_step=10, colour_token_from_step=15, log_every=5,
+                  eval_every=20, eval_images=4, checkpoint_every=10),
 }
 
 
@@ -1000,7 +1002,7 @@ def run(s: Settings) -> Path | None:
 def parse_args(argv: list[str] | None = None) -> tuple[Settings, bool]:
     parser = argparse.ArgumentParser(prog="python -m modules.train_default_model", description=__doc__.split("\n\n")[0])
     parser.add_argument("--preset", choices=sorted(PRESETS), default="cpu",
-                        help="cpu: the shipped model's path, ~2 h 15 min on 2 cores; gpu: a larger run for a GPU; smoke: seconds")
+                        help="cpu: the shipped model, ~2 h on 2 cores; gpu: a larger run for a GPU; smoke: seconds")
     parser.add_argument("--export-only", action="store_true",
                         help="only redo the export from --out/weights (e.g. weights trained elsewhere)")
     for f in fields(Settings):
