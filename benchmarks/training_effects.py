@@ -1,11 +1,11 @@
 """What textual inversion and LoRA training teach the shipped default model, over several training seeds.
 
-    ./venv/bin/python benchmarks/training_effects.py [--runs 3] [--prompts 12] [--eval-seeds 3]
+    ./venv/bin/python benchmarks/training_effects.py [--seeds 0 1 2] [--prompts 12] [--eval-seeds 3]
                                                      [--lora-steps 1500 --lora-lr 7e-4 --rank 16] [--json out.json]
 
 The experiments are modules.training.effects (the same as tests/test_training_effects.py, which asserts one run):
 a textual-inversion embedding for "large orange triangle" and a LoRA for the narrow style, each trained once per
-seed 0..runs-1 on one torch thread, then read back by the analyser. Prints a Markdown table for benchmarks/RESULTS.md.
+--seeds value on one torch thread, then read back by the analyser. Prints a Markdown table for benchmarks/RESULTS.md.
 """
 from __future__ import annotations
 
@@ -78,7 +78,7 @@ def style_run(env: TrainingEnv, seed: int, training: dict, prompts: int, eval_se
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--ckpt-dir", type=Path, default=Path(__file__).resolve().parent.parent / "models" / "Stable-diffusion")
-    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="training seeds, one run each")
     parser.add_argument("--prompts", type=int, default=12)
     parser.add_argument("--eval-seeds", type=int, default=3)
     parser.add_argument("--lora-steps", type=int, default=effects.STYLE_TRAINING["steps"])
@@ -92,7 +92,7 @@ def main() -> None:
     results: dict[str, list[dict[str, float]]] = {"subject": [], "style": []}
     with tempfile.TemporaryDirectory() as tmp:
         env = make_env(Path(tmp), args.ckpt_dir)
-        for seed in range(args.runs):
+        for seed in args.seeds:
             if args.skip != "subject":
                 results["subject"].append(subject_run(env, seed))
                 print("subject", seed, results["subject"][-1], flush=True)
@@ -107,12 +107,12 @@ def main() -> None:
         print(f"\nTextual inversion, {effects.SUBJECT_TRAINING}: orange triangles among "
               f"{len(effects.SUBJECT_EVAL_BACKGROUNDS)}×{len(SUBJECT_SEEDS)} images\n")
         print("| seed | before | after | training |\n|---|---|---|---|")
-        for seed, r in enumerate(results["subject"]):
+        for seed, r in zip(args.seeds, results["subject"]):
             print(f"| {seed} | {pct(r['before'])} | {pct(r['after'])} | {r['train_s']:.0f} s |")
     if results["style"]:
         print(f"\nLoRA narrow style, {training}: {args.prompts} prompts × {args.eval_seeds} seeds\n")
         print("| seed | narrow at 1 | narrow at 0 | colour at 1 | shape at 1 | training |\n|---|---|---|---|---|---|")
-        for seed, r in enumerate(results["style"]):
+        for seed, r in zip(args.seeds, results["style"]):
             print(f"| {seed} | {pct(r['narrow at 1'])} | {pct(r['narrow at 0'])} | {pct(r['colour at 1'])} | "
                   f"{pct(r['shape at 1'])} | {r['train_s']:.0f} s |")
     if args.json:
