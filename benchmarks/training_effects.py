@@ -24,7 +24,7 @@ import torch  # noqa: E402
 
 from modules import lora  # noqa: E402
 from modules.options import Options  # noqa: E402
-from modules.paths import Paths  # noqa: E402
+from modules.paths import REPO_ROOT, Paths  # noqa: E402
 from modules.progress import JobState  # noqa: E402
 from modules.sd_models import ModelManager  # noqa: E402
 from modules.training import (CreateEmbeddingRequest, TrainEmbeddingRequest, TrainingEnv,  # noqa: E402
@@ -77,7 +77,7 @@ def style_run(env: TrainingEnv, seed: int, training: dict, prompts: int, eval_se
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--ckpt-dir", type=Path, default=Path(__file__).resolve().parent.parent / "models" / "Stable-diffusion")
+    parser.add_argument("--ckpt-dir", type=Path, default=REPO_ROOT / "models" / "Stable-diffusion")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="training seeds, one run each")
     parser.add_argument("--prompts", type=int, default=12)
     parser.add_argument("--eval-seeds", type=int, default=3)

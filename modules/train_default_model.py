@@ -272,7 +272,8 @@ def validate(s: Settings) -> None:
             raise SettingsError(f"--{name.replace('_', '-')} must be at least 1 (got {getattr(s, name)})")
     for name in ("layout_from_step", "syntax_from_step", "colour_token_from_step"):
         if getattr(s, name) < 0:
-            raise SettingsError(f"--{name.replace('_', '-')} must be 0 (from the start) or more (got {getattr(s, name)})")
+            raise SettingsError(f"--{name.replace('_', '-')} must be 0 (from the start) or more "
+                                f"(got {getattr(s, name)})")
     factor = VAE_FACTOR * UNET_FACTOR
     if s.resolution % factor:
         raise SettingsError(f"--resolution {s.resolution} is not divisible by {factor} (the VAE's factor {VAE_FACTOR} "
@@ -856,7 +857,8 @@ def train_unet(s: Settings, device: torch.device, vae, images: torch.Tensor,
             layout, syntax = "layout" in additions, "syntax" in additions
             idx = torch.randint(0, latent_mean.shape[0], (s.unet_batch,), device=device, generator=g)
             latents = (latent_mean[idx] + latent_std[idx] * torch.randn(latent_mean[idx].shape, device=device, generator=g)) * scaling_factor
-            templates = torch.multinomial(template_weights if syntax else attribute_template_weights, s.unet_batch, replacement=True, generator=g)
+            templates = torch.multinomial(template_weights if syntax else attribute_template_weights, s.unet_batch,
+                                          replacement=True, generator=g)
             ids = captions.table[captions.index[idx, templates]]
             drop = torch.rand(s.unet_batch, device=device, generator=g) < s.empty_caption_prob
             ids = torch.where(drop[:, None], captions.empty[None], ids)

@@ -2,7 +2,8 @@
 
 The API defaults differ from the UI's (steps 50, sampler via ``sampler_index`` = "Euler", denoising 0.75, inpaint
 "only masked" with padding 0 and "fill", ``save_images`` False). One deliberate difference from A1111: a request
-without width/height gets the checkpoint's native size, not 512 (SDXL and the 64-px default model draw poorly off it). As in A1111 every generation field is nullable:
+without width/height gets the checkpoint's native size, not 512 (SDXL and the 64-px default model draw poorly off
+it). As in A1111 every generation field is nullable:
 ``null`` means "the default", the API default where this table has one, otherwise the UI's / the settings'.
 Bounds match ``modules.processing`` so that the OpenAPI schema states them.
 """
