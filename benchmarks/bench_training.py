@@ -74,13 +74,12 @@ def peak_rss_mb() -> float:
 
 
 def write_dataset(folder: Path, size: int, count: int = 8) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
     rng = random.Random(0)
-    for i in range(count):
+    items = []
+    for _ in range(count):  # scene, then its caption, from one generator
         scene = world.sample_scene(rng, styles=("striped",))
-        world.render(scene, size=size).save(folder / f"{i:03d}.png")
-        (folder / f"{i:03d}.txt").write_text(world.caption(scene, rng))
-    return folder
+        items.append((scene, world.caption(scene, rng)))
+    return world.save_dataset(folder, items, size=size)
 
 
 def tiny_model(work: Path) -> tuple[Path, Path]:

@@ -27,8 +27,8 @@ from modules.options import Options  # noqa: E402
 from modules.paths import REPO_ROOT, Paths  # noqa: E402
 from modules.progress import JobState  # noqa: E402
 from modules.sd_models import ModelManager  # noqa: E402
-from modules.training import (CreateEmbeddingRequest, TrainEmbeddingRequest, TrainingEnv,  # noqa: E402
-                              TrainLoraRequest, create_embedding, effects, train_embedding, train_lora)
+from modules.training import (CreateEmbeddingRequest, TrainingEnv, create_embedding, effects,  # noqa: E402
+                              train_embedding, train_lora)
 
 SUBJECT_SEEDS = (1, 2, 3, 4, 5)
 
@@ -45,30 +45,18 @@ def make_env(data_dir: Path, ckpt_dir: Path) -> TrainingEnv:
 
 def subject_run(env: TrainingEnv, seed: int) -> dict[str, float]:
     name = f"zq-shape-{seed}"  # a word the model does not know
-    data = env.data_dir / "subject"
-    if not data.exists():
-        effects.subject_dataset(data)
-        templates = env.data_dir / "textual_inversion_templates"
-        templates.mkdir(exist_ok=True)
-        (templates / "subject_on.txt").write_text(effects.SUBJECT_TEMPLATE)
     create_embedding(env, CreateEmbeddingRequest(name=name, num_vectors_per_token=2))
     before = effects.subject_share(env, name, SUBJECT_SEEDS)
     t0 = time.perf_counter()
-    train_embedding(env, TrainEmbeddingRequest(
-        embedding_name=name, data_root=str(data), training_width=env.model.native_size,
-        training_height=env.model.native_size, template_filename="subject_on.txt", save_embedding_every=0,
-        create_image_every=0, seed=seed, **effects.SUBJECT_TRAINING), JobState())
+    train_embedding(env, effects.subject_request(env, name, seed), JobState())
     seconds = time.perf_counter() - t0
     return {"before": before, "after": effects.subject_share(env, name, SUBJECT_SEEDS), "train_s": seconds}
 
 
 def style_run(env: TrainingEnv, seed: int, training: dict, prompts: int, eval_seeds: int) -> dict[str, float]:
     name = f"narrow-{seed}"
-    data = env.data_dir / "narrow"
-    if not data.exists():
-        effects.narrow_dataset(data)
     t0 = time.perf_counter()
-    train_lora(env, TrainLoraRequest(name=name, data_root=str(data), seed=seed, **training), JobState())
+    train_lora(env, effects.style_request(env, name, seed, **training), JobState())
     seconds = time.perf_counter() - t0
     shares = effects.style_shares(env, name, prompts, tuple(range(1, eval_seeds + 1)))
     lora.unload(env.model)

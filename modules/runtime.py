@@ -8,9 +8,9 @@ from __future__ import annotations
 import argparse
 import logging
 import threading
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from functools import cached_property
-from collections.abc import Collection
 from typing import TYPE_CHECKING, Any
 
 from modules.options import Options

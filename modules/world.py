@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import random
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from PIL import Image
@@ -101,6 +103,16 @@ def sample_scene(rng: random.Random, styles: tuple[str, ...] = BASE_STYLES, jitt
                  size=rng.choice(sizes), style=rng.choice(styles))
     offset = (rng.randint(-MAX_JITTER, MAX_JITTER), rng.randint(-MAX_JITTER, MAX_JITTER)) if jitter else (0, 0)
     return Scene(**scene, offset=offset)
+
+
+def save_dataset(folder: Path, items: Iterable[tuple[Scene, str | None]], size: int = IMAGE_SIZE) -> Path:
+    """A training folder as the Train tab reads it: ``NNN.png`` and its caption in ``NNN.txt`` (none for None)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, (scene, text) in enumerate(items):
+        render(scene, size=size).save(folder / f"{i:03d}.png")
+        if text is not None:
+            (folder / f"{i:03d}.txt").write_text(text)
+    return folder
 
 
 def caption(scene: Scene, template_rng: random.Random | None = None, *, template: int | None = None) -> str:

@@ -42,14 +42,9 @@ SCENE = world.Scene("circle", "red", "blue", "center", "large", "striped")
 
 
 def write_dataset(folder: Path, count: int, *, captions: bool = True, seed: int = 0) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
     rng = random.Random(seed)
-    for i in range(count):
-        scene = SCENE if count == 1 else world.sample_scene(rng, styles=("striped",))
-        world.render(scene).save(folder / f"{i:03d}.png")
-        if captions:
-            (folder / f"{i:03d}.txt").write_text(world.caption(scene))
-    return folder
+    scenes = [SCENE] if count == 1 else [world.sample_scene(rng, styles=("striped",)) for _ in range(count)]
+    return world.save_dataset(folder, [(scene, world.caption(scene) if captions else None) for scene in scenes])
 
 
 @pytest.fixture(scope="module")

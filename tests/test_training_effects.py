@@ -20,8 +20,7 @@ from modules import lora
 from modules.options import Options
 from modules.progress import JobState
 from modules.sd_models import ModelManager
-from modules.training import (CreateEmbeddingRequest, TrainEmbeddingRequest, TrainingEnv, TrainLoraRequest,
-                              create_embedding, effects, train_embedding, train_lora)
+from modules.training import CreateEmbeddingRequest, TrainingEnv, create_embedding, effects, train_embedding, train_lora
 from tests.fixtures_models import SHIPPED, paths_with_shipped_models
 
 pytestmark = [pytest.mark.skipif(not SHIPPED, reason="models/Stable-diffusion/ ships no model"),
@@ -42,25 +41,15 @@ def env(tmp_path_factory) -> TrainingEnv:
 
 
 def test_textual_inversion_learns_a_subject(env):
-    data = effects.subject_dataset(env.data_dir / "subject")
-    templates = env.data_dir / "textual_inversion_templates"
-    templates.mkdir(exist_ok=True)
-    (templates / "subject_on.txt").write_text(effects.SUBJECT_TEMPLATE)
-
     create_embedding(env, CreateEmbeddingRequest(name=SUBJECT, num_vectors_per_token=2))
     assert effects.subject_share(env, SUBJECT, SEEDS) <= 0.2
-    result = train_embedding(env, TrainEmbeddingRequest(
-        embedding_name=SUBJECT, data_root=str(data), training_width=env.model.native_size,
-        training_height=env.model.native_size, template_filename="subject_on.txt", save_embedding_every=0,
-        create_image_every=0, seed=0, **effects.SUBJECT_TRAINING), JobState())
+    result = train_embedding(env, effects.subject_request(env, SUBJECT, seed=0), JobState())
     assert result.step == effects.SUBJECT_TRAINING["steps"]
     assert effects.subject_share(env, SUBJECT, SEEDS) >= 0.8
 
 
 def test_lora_teaches_a_new_style(env):
-    data = effects.narrow_dataset(env.data_dir / "narrow")
-    result = train_lora(env, TrainLoraRequest(name="narrow", data_root=str(data), seed=0, **effects.STYLE_TRAINING),
-                        JobState())
+    result = train_lora(env, effects.style_request(env, "narrow", seed=0), JobState())
     assert result.path == env.lora_dir / "narrow.safetensors"
     shares = effects.style_shares(env, "narrow", prompts=12, seeds=SEEDS[:3])
     print("LoRA narrow style:", {k: round(v, 3) for k, v in shares.items()})  # shown with pytest -rP

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import itertools
 import random
-from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -23,11 +23,13 @@ from modules.extra_networks import EmbeddingLibrary, PromptResources
 from modules.processing import StableDiffusionProcessingTxt2Img, process_images
 from modules.progress import JobState
 from modules.training.common import TrainingEnv
-from modules.training.lora_train import UNET_MODULES
+from modules.training.lora_train import UNET_MODULES, TrainLoraRequest
+from modules.training.textual_inversion import TrainEmbeddingRequest
 
 SUBJECT_BACKGROUNDS = ("white", "yellow", "green", "cyan", "purple", "pink", "blue", "black")
 SUBJECT_EVAL_BACKGROUNDS = ("white", "green", "yellow", "cyan")
 SUBJECT_TEMPLATE = "a [name] [filewords]\n"
+SUBJECT_TEMPLATE_FILE = "subject_on.txt"
 # The settings the test uses (and the benchmark's defaults): fields of TrainEmbeddingRequest / TrainLoraRequest.
 SUBJECT_TRAINING = dict(learn_rate="0.02:300, 0.005", steps=400, batch_size=4)
 # The look is geometry at the 16×16 latent level, where the tiny UNet has no attention: its convolutions train too.
@@ -35,30 +37,35 @@ STYLE_TRAINING = dict(rank=16, learn_rate="1.5e-3", steps=1500, batch_size=4,
                       unet_modules=[*UNET_MODULES, "conv1", "conv2"])
 
 
-def write_dataset(folder: Path, items: list[tuple[world.Scene, str]]) -> Path:
-    """A training folder: ``NNN.png`` with its caption in ``NNN.txt``."""
-    folder.mkdir(parents=True, exist_ok=True)
-    for i, (scene, text) in enumerate(items):
-        world.render(scene).save(folder / f"{i:03d}.png")
-        (folder / f"{i:03d}.txt").write_text(text)
-    return folder
-
-
-def subject_dataset(folder: Path) -> Path:
-    """Large orange triangles on eight backgrounds at three positions; the captions leave out colour and shape."""
-    return write_dataset(folder, [
-        (world.Scene("triangle", "orange", background, position, "large"),
-         f"on a {background} background {world.POSITION_PHRASES[position]}")
-        for background, position in itertools.product(SUBJECT_BACKGROUNDS, ("center", "left", "right"))])
+def subject_request(env: TrainingEnv, name: str, seed: int) -> TrainEmbeddingRequest:
+    """The textual-inversion run for embedding `name`; writes its pictures (large orange triangles on eight
+    backgrounds at three positions, captions without colour or shape) and prompt template under ``env.data_dir``."""
+    data = env.data_dir / "subject"
+    if not data.exists():
+        world.save_dataset(data, [
+            (world.Scene("triangle", "orange", background, position, "large"),
+             f"on a {background} background {world.POSITION_PHRASES[position]}")
+            for background, position in itertools.product(SUBJECT_BACKGROUNDS, ("center", "left", "right"))])
+    templates = env.data_dir / "textual_inversion_templates"
+    templates.mkdir(exist_ok=True)
+    (templates / SUBJECT_TEMPLATE_FILE).write_text(SUBJECT_TEMPLATE)
+    return TrainEmbeddingRequest(embedding_name=name, data_root=str(data), training_width=env.model.native_size,
+                                 training_height=env.model.native_size, template_filename=SUBJECT_TEMPLATE_FILE,
+                                 save_embedding_every=0, create_image_every=0, seed=seed, **SUBJECT_TRAINING)
 
 
 def narrow_scenes(rng: random.Random, count: int, jitter: bool = True) -> list[world.Scene]:
     return [world.sample_scene(rng, styles=("narrow",), sizes=("large",), jitter=jitter) for _ in range(count)]
 
 
-def narrow_dataset(folder: Path, count: int = 64, seed: int = 0) -> Path:
-    rng = random.Random(seed)
-    return write_dataset(folder, [(scene, world.caption(scene, rng)) for scene in narrow_scenes(rng, count)])
+def style_request(env: TrainingEnv, name: str, seed: int, **overrides: Any) -> TrainLoraRequest:
+    """The LoRA run `name` (STYLE_TRAINING with `overrides`); writes its 64 captioned pictures under
+    ``env.data_dir``."""
+    data = env.data_dir / "narrow"
+    if not data.exists():
+        rng = random.Random(0)
+        world.save_dataset(data, [(scene, world.caption(scene, rng)) for scene in narrow_scenes(rng, 64)])
+    return TrainLoraRequest(name=name, data_root=str(data), seed=seed, **{**STYLE_TRAINING, **overrides})
 
 
 def generate(env: TrainingEnv, prompt: str, seeds: tuple[int, ...]) -> list[Image.Image]:
