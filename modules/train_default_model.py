@@ -247,7 +247,8 @@ class Settings:
 
 
 PRESETS: dict[str, dict[str, Any]] = {
-    # About 2 h on 2 shared CPU cores (one thread); the shipped model is this preset's output (benchmarks/RESULTS.md).
+    # 73 min on a quiet 2-core machine (both cores; the default --threads); the shipped model is this preset's output
+    # (benchmarks/RESULTS.md).
     "cpu": {},
     # A larger run for one CUDA GPU (same architecture; not yet run: no GPU was available when the model shipped).
     "gpu": dict(first_step_share=0.15, dataset_size=60000, vae_steps=6000, vae_batch=64, decoder_steps=4000,
@@ -1004,7 +1005,7 @@ def run(s: Settings) -> Path | None:
 def parse_args(argv: list[str] | None = None) -> tuple[Settings, bool]:
     parser = argparse.ArgumentParser(prog="python -m modules.train_default_model", description=__doc__.split("\n\n")[0])
     parser.add_argument("--preset", choices=sorted(PRESETS), default="cpu",
-                        help="cpu: the shipped model, ~2 h on 2 cores; gpu: a larger run for a GPU; smoke: seconds")
+                        help="cpu: the shipped model, ~75 min on 2 cores; gpu: a larger run for a GPU; smoke: seconds")
     parser.add_argument("--export-only", action="store_true",
                         help="only redo the export from --out/weights (e.g. weights trained elsewhere)")
     for f in fields(Settings):
