@@ -109,12 +109,15 @@ def test_attention_weight_moves_redness(model, opts):
     assert redness(strong) > redness(weak)
 
 
-def test_prompt_editing_lands_between_its_two_prompts(model, opts):
+def test_prompt_editing_switches_at_its_step(model, opts):
+    """[red:blue:when] follows red until `when`, then blue: switching late keeps more red than switching early."""
     red = redness(generate(model, opts, "a red square on a white background"))
     blue = redness(generate(model, opts, "a blue square on a white background"))
-    edited = redness(generate(model, opts, "a [red:blue:0.5] square on a white background"))
-    assert min(red, blue) <= edited <= max(red, blue)
+    early = redness(generate(model, opts, "a [red:blue:0.1] square on a white background"))
+    late = redness(generate(model, opts, "a [red:blue:0.9] square on a white background"))
     assert red > blue
+    assert late - early > 0.5 * (red - blue)
+    assert min(red, blue) <= early <= late <= max(red, blue)
 
 
 def test_and_shows_both_prompts(model, opts):

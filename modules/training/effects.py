@@ -33,7 +33,7 @@ SUBJECT_TEMPLATE_FILE = "subject_on.txt"
 # The settings the test uses (and the benchmark's defaults): fields of TrainEmbeddingRequest / TrainLoraRequest.
 SUBJECT_TRAINING = dict(learn_rate="0.02:300, 0.005", steps=400, batch_size=4)
 # The look is geometry at the 16×16 latent level, where the tiny UNet has no attention: its convolutions train too.
-STYLE_TRAINING = dict(rank=16, learn_rate="1.5e-3", steps=1500, batch_size=4,
+STYLE_TRAINING = dict(rank=16, learn_rate="1e-3", steps=2000, batch_size=4,
                       unet_modules=[*UNET_MODULES, "conv1", "conv2"])
 
 
