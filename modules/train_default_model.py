@@ -1005,7 +1005,7 @@ def run(s: Settings) -> Path | None:
 def parse_args(argv: list[str] | None = None) -> tuple[Settings, bool]:
     parser = argparse.ArgumentParser(prog="python -m modules.train_default_model", description=__doc__.split("\n\n")[0])
     parser.add_argument("--preset", choices=sorted(PRESETS), default="cpu",
-                        help="cpu: the shipped model, ~75 min on 2 cores; gpu: a larger run for a GPU; smoke: seconds")
+                        help="cpu: the shipped model, 73 min on 2 quiet cores; gpu: a larger run for a GPU; smoke: seconds")
     parser.add_argument("--export-only", action="store_true",
                         help="only redo the export from --out/weights (e.g. weights trained elsewhere)")
     for f in fields(Settings):
