@@ -1,7 +1,7 @@
 """What textual inversion and LoRA training teach the shipped default model, over several training seeds.
 
     ./venv/bin/python benchmarks/training_effects.py [--seeds 0 1 2] [--prompts 12] [--eval-seeds 3]
-                                                     [--lora-steps 1500 --lora-lr 7e-4 --rank 16] [--json out.json]
+                                                     [--lora-steps 2000 --lora-lr 1e-3 --rank 16] [--json out.json]
 
 The experiments are modules.training.effects (the same as tests/test_training_effects.py, which asserts one run):
 a textual-inversion embedding for "large orange triangle" and a LoRA for the narrow style, each trained once per
