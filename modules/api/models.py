@@ -292,5 +292,5 @@ class HistoryItem(BaseModel):
     files: list[str] = Field(description="output files, relative to the outputs folder where they are inside it")
     created: float
     started: float | None = None
-    finished: float
+    finished: float | None = Field(None, description="null while the job is queued or running")
     duration: float | None = None
