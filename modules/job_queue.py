@@ -514,7 +514,8 @@ class _HistoryDb:
     @staticmethod
     def _entry(row: tuple[Any, ...]) -> HistoryEntry:
         """A row as an entry, whatever is in it: text made valid, unreadable JSON or status reported, not raised."""
-        id_, kind, params, status, error, infotext, files, created, started, finished = row
+        id_, kind, params, status, error, infotext, files = (_row_text(v) for v in row[:7])
+        created, started, finished = row[7:]
         problems = []
         try:
             params = json.loads(params)
@@ -536,7 +537,15 @@ class _HistoryDb:
         if problems:
             error = "; ".join(filter(None, [error, *(f"history row: {p}" for p in problems)]))
         number = lambda v: v if isinstance(v, (int, float)) else None  # noqa: E731
-        return HistoryEntry(id=valid_text(str(id_)), kind=valid_text(str(kind)), params=valid_text(params),
-                            status=status, error=valid_text(error), infotext=valid_text(str(infotext or "")),
-                            files=valid_text(files), created=number(created) or 0.0, started=number(started),
-                            finished=number(finished))
+        return HistoryEntry(id=id_ or "", kind=kind or "", params=valid_text(params), status=status, error=error,
+                            infotext=infotext or "", files=valid_text(files), created=number(created) or 0.0,
+                            started=number(started), finished=number(finished))
+
+
+def _row_text(value: Any) -> str | None:
+    """A text column as valid text, whatever an old version or a hand edit stored there (bytes, numbers)."""
+    if value is None:
+        return None
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", "replace")
+    return valid_text(str(value))
