@@ -25,6 +25,7 @@ import piexif
 import piexif.helper
 from PIL import Image, PngImagePlugin
 
+from modules import job_queue
 from modules.options import Options
 
 _FORMATS = {"png": "PNG", "jpg": "JPEG", "jpeg": "JPEG", "webp": "WEBP"}
@@ -91,6 +92,7 @@ def save_image(image: Image.Image, path: str | os.PathLike[str], basename: str =
             temp.unlink()
 
     params.filename = str(fullfn)
+    job_queue.note_saved_file(fullfn)  # in the job's history row at once
     script_callbacks.image_saved_callback(params)
     txt_fullfn = None
     if info is not None and getattr(opts, "save_txt", False):

@@ -227,3 +227,20 @@ def test_round_trip_property(prompt, negative, value, multiline):
     assert params["Negative prompt"] == negative
     assert params["Extra value"] == value
     assert params["Multi line"] == "\n".join(multiline)
+
+
+def test_the_parameter_scanner_finds_what_a1111s_pattern_finds_in_linear_time():
+    import random
+    import re
+    import time
+
+    a1111 = re.compile(r'\s*(\w[\w \-/]+):\s*("(?:\\.|[^\\"])+"|[^,]*)(?:,|$)')  # the pattern's facts, as a reference
+    alphabet = ["a", "Z", "_", "1", " ", "\t", "-", "/", ":", ",", '"', "\\", "é", "\u3000", "x y"]
+    rnd = random.Random(1)
+    for _ in range(20000):
+        line = "".join(rnd.choice(alphabet) for _ in range(rnd.randint(0, 24)))
+        assert infotext.find_params(line) == a1111.findall(line), line
+    for line in ("A" * 65536, "A -" * 20000, "k: \"x," * 10000, 'a:"' + '\\"' * 30000):
+        started = time.perf_counter()
+        infotext.parse_generation_parameters(line)
+        assert time.perf_counter() - started < 5.0, line[:20]  # ~0.2 s on a quiet core; A1111 pattern: 23 s

@@ -230,3 +230,143 @@ def test_close_cancels_pending_jobs_and_interrupts_the_running_one(tmp_path):
 def test_params_must_be_json(queue):
     with pytest.raises(TypeError):
         queue.submit("t", {"image": object()}, lambda s: JobOutput())
+
+
+# -- reliability: the worker cannot die, every job has its row from the start, a crash leaves a readable history -----
+@pytest.mark.parametrize("raised", [SystemExit(3), KeyboardInterrupt(), UnicodeEncodeError("utf-8", "\ud800", 0, 1,
+                                                                                            "surrogates not allowed")])
+def test_whatever_a_job_raises_is_its_failure_and_the_worker_runs_the_next(queue, raised):
+    def bad(state):
+        raise raised
+
+    job = queue.submit("t", {"prompt": "a\ud800b"}, bad, task_id="task(bad-\ud800)")
+    with pytest.raises(Exception) as info:  # never SystemExit / KeyboardInterrupt in the caller
+        queue.wait(job, TIMEOUT)
+    assert type(raised).__name__ in str(info.value) or info.value is raised
+    assert queue.submit("t", {}, lambda s: JobOutput(value="next")).result(TIMEOUT).value == "next"
+    assert queue.worker_alive
+    entry = queue.history_entry("task(bad-\ud800)")
+    assert entry.status is JobStatus.FAILED and type(raised).__name__ in entry.error
+    assert entry.params == {"prompt": "a\ufffdb"}  # stored as valid UTF-8
+    assert [e.status for e in queue.history()] == [JobStatus.DONE, JobStatus.FAILED]
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def test_a_dead_worker_is_restarted_by_the_watchdog(tmp_path, monkeypatch):
+    real_next, calls = JobQueue._next_job, []
+
+    def dies_once(self):
+        calls.append(1)
+        if len(calls) == 1:
+            raise SystemExit("worker killed outside any job")
+        return real_next(self)
+
+    monkeypatch.setattr(JobQueue, "_next_job", dies_once)
+    q = JobQueue(tmp_path / "h.sqlite3", watchdog_interval=0.05)
+    try:
+        wait_until(lambda: q.worker_restarts == 1 and q.worker_alive)
+        assert q.submit("t", {}, lambda s: JobOutput(value=7)).result(TIMEOUT).value == 7
+    finally:
+        q.close()
+
+
+def wait_until(predicate) -> None:
+    for _ in range(TIMEOUT * 100):
+        if predicate():
+            return
+        threading.Event().wait(0.01)
+    raise AssertionError("timed out")
+
+
+def test_jobs_have_their_row_from_the_moment_they_are_queued(queue):
+    started, release, fn = blocker()
+    running = queue.submit("t", {"n": 1}, fn)
+    assert started.wait(TIMEOUT)
+    waiting = queue.submit("t", {"n": 2}, lambda s: JobOutput())
+    rows = {e.id: e for e in queue.history()}
+    assert rows[running.id].status is JobStatus.RUNNING and rows[running.id].finished is None
+    assert rows[waiting.id].status is JobStatus.QUEUED and rows[waiting.id].params == {"n": 2}
+    assert [e.id for e in queue.history()][:2] == [waiting.id, running.id]  # live jobs first, newest first
+    release.set()
+    queue.wait(waiting, TIMEOUT)
+    assert queue.history_entry(waiting.id).status is JobStatus.DONE
+
+
+def test_a_finished_task_id_cannot_be_reused(queue):
+    queue.submit("t", {}, lambda s: JobOutput(infotext="first"), task_id="task(once)").result(TIMEOUT)
+    with pytest.raises(ValueError, match="already used"):
+        queue.submit("t", {}, lambda s: JobOutput(infotext="second"), task_id="task(once)")
+    assert queue.history_entry("task(once)").infotext == "first"
+
+
+def test_files_are_linked_to_the_job_as_they_are_written(queue, tmp_path):
+    from modules.job_queue import note_saved_file
+    seen_while_running = []
+
+    def saves_then_fails(state):
+        note_saved_file(tmp_path / "1.png")
+        seen_while_running.append(queue.history_entry(job.id).files)
+        raise RuntimeError("after one image")
+
+    job = queue.submit("t", {}, saves_then_fails)
+    with pytest.raises(RuntimeError):
+        job.result(TIMEOUT)
+    assert seen_while_running == [[str(tmp_path / "1.png")]]
+    assert queue.history_entry(job.id).files == [str(tmp_path / "1.png")]
+    note_saved_file(tmp_path / "outside-any-job.png")  # not on a worker: ignored
+
+
+def test_rows_left_live_by_a_dead_process_are_marked_interrupted_by_restart(tmp_path):
+    import shutil
+    db, crashed = tmp_path / "h.sqlite3", tmp_path / "crashed.sqlite3"
+    first = JobQueue(db)
+    started, release, fn = blocker()
+    running = first.submit("t", {}, fn)
+    assert started.wait(TIMEOUT)
+    waiting = first.submit("t", {}, lambda s: JobOutput())
+    shutil.copy(db, crashed)  # the database as a process killed now leaves it
+    release.set()
+    first.close()
+    second = JobQueue(crashed)
+    try:
+        for job in (running, waiting):
+            entry = second.history_entry(job.id)
+            assert entry.status is JobStatus.INTERRUPTED and entry.error == "interrupted by restart"
+            progress = second.progress(job.id)
+            assert progress.completed and progress.textinfo == "interrupted by restart"
+    finally:
+        second.close()
+
+
+def test_odd_rows_are_read_without_failing_the_history(tmp_path):
+    import sqlite3
+    db = tmp_path / "h.sqlite3"
+    JobQueue(db).close()
+    with sqlite3.connect(db) as conn:
+        conn.execute("INSERT INTO jobs VALUES (?,?,?,?,?,?,?,?,?,?)",
+                     ("task(old)", "txt2img", '{"prompt": "a\\ud800b"}', "weird", None, "x", "not json", 1.0, None, 2.0))
+    q = JobQueue(db)
+    try:
+        (entry,) = q.history()
+        assert entry.params == {"prompt": "a\ufffdb"} and entry.status is JobStatus.FAILED
+        assert "unknown status" in entry.error and entry.files == []
+        json_text = __import__("json").dumps(entry.params, ensure_ascii=False).encode("utf-8")  # encodable
+        assert json_text
+    finally:
+        q.close()
+
+
+def test_an_old_database_is_migrated(tmp_path):
+    import sqlite3
+    db = tmp_path / "h.sqlite3"
+    with sqlite3.connect(db) as conn:
+        conn.execute("CREATE TABLE jobs (id TEXT PRIMARY KEY, kind TEXT NOT NULL, params TEXT NOT NULL, status TEXT "
+                     "NOT NULL, error TEXT, infotext TEXT NOT NULL, files TEXT NOT NULL, created REAL NOT NULL, "
+                     "started REAL, finished REAL NOT NULL)")
+        conn.execute("INSERT INTO jobs VALUES ('task(a)', 't', '{}', 'done', NULL, '', '[]', 1, 1, 2)")
+    q = JobQueue(db)
+    try:
+        assert q.history_entry("task(a)").status is JobStatus.DONE
+        assert q.submit("t", {}, lambda s: JobOutput(value=1)).result(TIMEOUT).value == 1
+    finally:
+        q.close()

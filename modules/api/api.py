@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Callable, TypeVar
 import psutil
 import torch
 from fastapi import APIRouter, Body, FastAPI, HTTPException, Query
+from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse
 from pydantic import ValidationError
@@ -23,6 +24,7 @@ from modules import extensions, images, infotext, processing, scripts, sd_sample
 from modules.api import models as m
 from modules.api.codec import ImageDecodeError, decode_image, encode_image
 from modules.api.middleware import ApiRequestMiddleware, parse_credentials
+from modules.api.request_body import StrictJsonRoute, validation_error_handler
 from modules.job_queue import HistoryEntry, Job, JobCancelled, JobOutput, JobQueue, QueueFull
 from modules.progress import JobState
 from modules.sd_models import CheckpointLoadError, CheckpointNotFoundError
@@ -68,7 +70,7 @@ class Api:
 
     # -- routes ----------------------------------------------------------------------------------------------------
     def router(self) -> APIRouter:
-        router = APIRouter()
+        router = APIRouter(route_class=StrictJsonRoute)
         get, post = router.get, router.post
         post(f"{PREFIX}/txt2img", response_model=m.GenerationResponse)(self.txt2img)
         post(f"{PREFIX}/img2img", response_model=m.GenerationResponse)(self.img2img)
@@ -112,14 +114,14 @@ class Api:
 
     # -- generation ------------------------------------------------------------------------------------------------
     async def txt2img(self, req: m.Txt2ImgRequest) -> m.GenerationResponse:
-        req = _apply_infotext(req)
+        req = await run_in_threadpool(_apply_infotext, req)
         p = await run_in_threadpool(self._processing, processing.StableDiffusionProcessingTxt2Img, req, {})
         return await self._generate("txt2img", req, p)
 
     async def img2img(self, req: m.Img2ImgRequest) -> m.GenerationResponse:
         if not req.init_images:
             raise HTTPException(404, "Init image not found")  # A1111's status and message
-        req = _apply_infotext(req)
+        req = await run_in_threadpool(_apply_infotext, req)
         init_images = await run_in_threadpool(lambda: [_decode(s, "init_images", i) for i, s in
                                                        enumerate(req.init_images or [])])
         mask = await run_in_threadpool(_decode, req.mask, "mask") if req.mask else None
@@ -213,13 +215,13 @@ class Api:
 
     # -- jobs ------------------------------------------------------------------------------------------------------
     def _submit(self, kind: str, params: dict[str, Any], fn: Callable[[JobState], JobOutput], *,
-                task_id: str | None = None) -> Job:
+                task_id: str | None = None, task_id_field: str = "force_task_id") -> Job:
         try:
             return self.queue.submit(kind, params, fn, task_id=task_id)
         except QueueFull as e:
             raise HTTPException(429, str(e)) from None
-        except ValueError as e:
-            raise _field_error(("force_task_id",), str(e), status=409) from None
+        except ValueError as e:  # that task id is live or in the history: it names another job
+            raise _field_error((task_id_field,), f"{task_id_field}: {e}", status=409) from None
         except RuntimeError as e:  # the queue is shut down: the server is stopping
             raise HTTPException(503, str(e)) from None
 
@@ -262,16 +264,14 @@ class Api:
             result = fn(self.runtime, req, state)
             return JobOutput(value=result, infotext=result.message, files=[str(f) for f in result.files])
 
-        return (await self._wait(self._submit(kind, req.model_dump(mode="json"), run, task_id=task_id))).value
+        job = self._submit(kind, req.model_dump(mode="json"), run, task_id=task_id, task_id_field="id_task")
+        return (await self._wait(job)).value
 
     # -- png info / progress / control ------------------------------------------------------------------------------
     async def png_info(self, req: m.PNGInfoRequest) -> m.PNGInfoResponse:
         if not req.image.strip():
             return m.PNGInfoResponse(info="")
-        image = await run_in_threadpool(_decode, req.image, "image")
-        geninfo, items = images.read_info_from_image(image)
-        parameters = infotext.parse_generation_parameters(geninfo) if geninfo else {}
-        return m.PNGInfoResponse(info=geninfo or "", items=_jsonable_items(items), parameters=parameters)
+        return await run_in_threadpool(_png_info, req.image)
 
     async def progress(self, skip_current_image: bool = False) -> m.ProgressResponse:
         job = self.queue.current
@@ -486,6 +486,20 @@ def _apply_infotext(req: _Request) -> _Request:
         raise _validation_error(e) from None
 
 
+def _png_info(data: str) -> m.PNGInfoResponse:
+    """Read and parse an image's infotext (on a worker thread: the parser is linear, but texts can be long)."""
+    image = _decode(data, "image")
+    try:
+        geninfo, items = images.read_info_from_image(image)
+    except Exception as e:  # noqa: BLE001 - a malformed EXIF / text chunk is the image's fault
+        raise _field_error(("image",), f"image: its metadata cannot be read ({type(e).__name__})") from None
+    if geninfo and len(geninfo) > m.MAX_INFOTEXT_CHARS:
+        raise _field_error(("image",), f"image: its parameters text has {len(geninfo)} characters; at most "
+                                       f"{m.MAX_INFOTEXT_CHARS} are read")
+    parameters = infotext.parse_generation_parameters(geninfo) if geninfo else {}
+    return m.PNGInfoResponse(info=geninfo or "", items=_jsonable_items(items), parameters=parameters)
+
+
 def _decode(data: str, field: str, index: int | None = None) -> Any:
     try:
         return decode_image(data)
@@ -536,6 +550,7 @@ def mount_api(app: FastAPI, runtime: Runtime, *, max_body_bytes: int = DEFAULT_M
     """Add the ``/sdapi/v1`` routes (and, with ``--cors-allow-origins``, CORS) to ``app``; call before it starts."""
     api = Api(runtime)
     app.include_router(api.router())
+    app.add_exception_handler(RequestValidationError, validation_error_handler)
     app.add_middleware(ApiRequestMiddleware, prefix="/sdapi/", max_body_bytes=max_body_bytes,
                        credentials=parse_credentials(runtime.args.api_auth))
     origins = [o.strip() for o in (runtime.args.cors_allow_origins or "").split(",") if o.strip()]

@@ -7,9 +7,15 @@ import io
 
 import piexif
 import piexif.helper
-from PIL import Image, PngImagePlugin, UnidentifiedImageError
+from PIL import Image, ImageFile, PngImagePlugin
 
 MAX_INPUT_PIXELS = 4096 * 4096
+
+# A truncated file is an error, never a half-grey picture; PNG text chunks (zTXt / iTXt / iCCP are zlib bombs in
+# waiting) are capped at 1 MB each (PIL's default) and 8 MB per image.
+ImageFile.LOAD_TRUNCATED_IMAGES = False
+PngImagePlugin.MAX_TEXT_CHUNK = 1024 * 1024
+PngImagePlugin.MAX_TEXT_MEMORY = 8 * 1024 * 1024
 
 
 class ImageDecodeError(ValueError):
@@ -35,9 +41,18 @@ def decode_image(data: str) -> Image.Image:
         if width * height > MAX_INPUT_PIXELS:
             raise ImageDecodeError(f"image is {width}x{height}; at most {MAX_INPUT_PIXELS} pixels are accepted")
         image.load()
-    except (UnidentifiedImageError, OSError, Image.DecompressionBombError, SyntaxError):
-        raise ImageDecodeError("not a readable image (PNG, JPEG, WEBP...)") from None
+    except ImageDecodeError:
+        raise
+    except MemoryError:
+        raise
+    except Exception as e:  # noqa: BLE001 - decoders raise all kinds (OSError, ValueError, struct.error...) on bad files
+        raise ImageDecodeError(f"not a readable image (PNG, JPEG, WEBP...): {_reason(e)}") from None
     return image
+
+
+def _reason(e: Exception) -> str:
+    text = str(e).splitlines()[0][:200] if str(e) else ""
+    return f"{type(e).__name__}{': ' + text if text else ''}"
 
 
 def encode_image(image: Image.Image, fmt: str = "png", quality: int = 80) -> str:

@@ -21,6 +21,7 @@ MAX_BATCH_SIZE = 64
 MAX_N_ITER = 1000
 MAX_STEPS = 1000
 MAX_INIT_IMAGES = 64
+MAX_INFOTEXT_CHARS = 256 * 1024   # infotexts longer than any real one are refused, not parsed
 MAX_SEED = 2**63 - 1     # -1 means random (below 2**32); room is left for seed + image index
 NATIVE = ("null: the checkpoint's native size (512 for SD1.x, 768 for SD2.x v-models, 1024 for SDXL, 64 for the "
           "default model), where A1111 always takes 512")
@@ -81,7 +82,8 @@ class GenerationRequest(_Request):
     alwayson_scripts: dict[str, Any] | None = Field(default_factory=dict)
     send_images: bool | None = True
     save_images: bool | None = Field(False, description="save to the output folder (sets do_not_save_samples/grid)")
-    infotext: str | None = Field(None, description="an infotext whose values fill the fields this request leaves out")
+    infotext: str | None = Field(None, max_length=MAX_INFOTEXT_CHARS,
+                                 description="an infotext whose values fill the fields this request leaves out")
 
 
 class Txt2ImgRequest(GenerationRequest):
@@ -292,5 +294,5 @@ class HistoryItem(BaseModel):
     files: list[str] = Field(description="output files, relative to the outputs folder where they are inside it")
     created: float
     started: float | None = None
-    finished: float
+    finished: float | None = Field(None, description="null while the job is queued or running")
     duration: float | None = None
