@@ -22,7 +22,8 @@ from starlette.concurrency import run_in_threadpool
 from modules import extensions, images, infotext, processing, scripts, sd_samplers, training
 from modules.api import models as m
 from modules.api.codec import ImageDecodeError, decode_image, encode_image
-from modules.api.middleware import ApiRequestMiddleware, parse_credentials
+from modules.api.middleware import ApiRequestMiddleware
+from modules.cmd_args import api_credentials
 from modules.job_queue import HistoryEntry, Job, JobCancelled, JobOutput, JobQueue, QueueFull
 from modules.progress import JobState
 from modules.sd_models import CheckpointLoadError, CheckpointNotFoundError
@@ -537,7 +538,7 @@ def mount_api(app: FastAPI, runtime: Runtime, *, max_body_bytes: int = DEFAULT_M
     api = Api(runtime)
     app.include_router(api.router())
     app.add_middleware(ApiRequestMiddleware, prefix="/sdapi/", max_body_bytes=max_body_bytes,
-                       credentials=parse_credentials(runtime.args.api_auth))
+                       credentials=api_credentials(runtime.args))
     origins = [o.strip() for o in (runtime.args.cors_allow_origins or "").split(",") if o.strip()]
     if origins:
         app.add_middleware(CORSMiddleware, allow_origins=origins, allow_methods=["*"], allow_headers=["*"],
