@@ -19,28 +19,19 @@ import sys  # noqa: E402
 import threading  # noqa: E402
 import time  # noqa: E402
 
-from modules.cmd_args import bind_address, check_network_exposure, parse_args  # noqa: E402
+from modules.cmd_args import (allowed_hosts, bind_address, check_network_exposure, parse_args,  # noqa: E402
+                              ui_credentials)
 
 log = logging.getLogger("webui")
 
 
-def parse_auth(value: str | None) -> list[tuple[str, str]] | None:
-    if not value:
-        return None
-    pairs = []
-    for item in value.split(","):
-        user, sep, password = item.strip().partition(":")
-        if not sep or not user:
-            raise SystemExit(f"auth must be 'user:password[,user2:password2]', got {item!r}")
-        pairs.append((user, password))
-    return pairs
-
-
 def build_app(args, runtime):
-    """The FastAPI app: API routes (with --api) and the Gradio UI mounted at / (unless --nowebui)."""
+    """The FastAPI app: API routes (with --api) and the Gradio UI mounted at / (unless --nowebui), every path behind
+    the ``Host`` allow-list (the API and its docs behind ``--api-auth``, the UI behind its login)."""
     from fastapi import FastAPI
 
     from modules import extensions, script_callbacks, shared
+    from modules.api.middleware import HostAllowListMiddleware
 
     demo = None
     app = FastAPI(title="Stable Diffusion web UI", docs_url="/docs" if args.api else None, redoc_url=None)
@@ -55,9 +46,12 @@ def build_app(args, runtime):
 
         demo = ui.create_ui(runtime)
         shared.demo = demo
-        app = gr.mount_gradio_app(app, demo, path="/", auth=parse_auth(args.gradio_auth),
+        app = gr.mount_gradio_app(app, demo, path="/", auth=ui_credentials(args) or None,
                                   css=ui.CSS + extensions.css(), head=extensions.javascript_head(),
                                   server_name=bind_address(args), server_port=args.port, show_error=True)
+    hosts = allowed_hosts(args)
+    if hosts is not None:
+        app.add_middleware(HostAllowListMiddleware, allowed=hosts)
     script_callbacks.app_started_callback(demo, app)
     return app
 

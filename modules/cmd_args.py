@@ -21,6 +21,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--nowebui", action="store_true", help="serve only the API (implies --api)")
     p.add_argument("--api-auth", type=str, default=None, help='HTTP basic auth for the API, "user:pass[,user2:pass2]"')
     p.add_argument("--gradio-auth", type=str, default=None, help='login for the web UI, "user:pass[,user2:pass2]"')
+    p.add_argument("--allowed-hosts", type=str, default=None,
+                   help="comma-separated host names the server answers to besides the loopback names and the bound "
+                        "address (a guard against DNS rebinding); '*' answers to any")
     p.add_argument("--cors-allow-origins", type=str, default=None, help="comma-separated allowed CORS origins")
     p.add_argument("--skip-load-model-at-start", action="store_true", help="do not load a model until it is needed")
     p.add_argument("--disable-all-extensions", action="store_true", help="load no extension")
@@ -46,7 +49,45 @@ def parse_args(argv: list[str] | None = None, with_extensions: bool = False) -> 
         args.api = True
     if args.port is None:
         args.port = 7861 if args.nowebui else 7860
+    for flag in ("api_auth", "gradio_auth"):
+        try:
+            parse_auth(getattr(args, flag), f"--{flag.replace('_', '-')}")
+        except ValueError as e:
+            parser.error(str(e))
     return args
+
+
+def parse_auth(value: str | None, flag: str = "auth") -> list[tuple[str, str]]:
+    """``"user:pass[,user2:pass2]"`` -> ``[(user, pass), ...]``; None -> []. Anything else that is not a list of
+    non-empty users with non-empty passwords raises ``ValueError`` naming ``flag``: a credential that was meant but
+    mistyped must never leave a surface open."""
+    if value is None:
+        return []
+    pairs = []
+    for item in value.split(","):
+        user, sep, password = item.strip().partition(":")
+        if not sep or not user.strip() or not password.strip():
+            raise ValueError(f"{flag} must be 'user:password[,user2:password2]' with a non-empty user and password "
+                             f"in every pair; got {_masked(item)!r}")
+        pairs.append((user, password))
+    return pairs
+
+
+def _masked(item: str) -> str:
+    """A bad pair as it may be printed: the user part, never the password."""
+    user, sep, password = item.strip().partition(":")
+    return f"{user}{sep}{'***' if password else ''}"
+
+
+def api_credentials(args: argparse.Namespace) -> list[tuple[str, str]]:
+    """Who may use the API, ``/docs`` and ``/openapi.json``: ``--api-auth`` (empty: anyone, as A1111)."""
+    return parse_auth(args.api_auth, "--api-auth")
+
+
+def ui_credentials(args: argparse.Namespace) -> list[tuple[str, str]]:
+    """Who may use the web UI: ``--gradio-auth``, else the ``--api-auth`` users. Unlike A1111, ``--api-auth`` alone
+    does not leave the UI open, since the UI's own routes can generate and change settings just as the API can."""
+    return parse_auth(args.gradio_auth, "--gradio-auth") or api_credentials(args)
 
 
 def bind_address(args: argparse.Namespace) -> str:
@@ -56,17 +97,48 @@ def bind_address(args: argparse.Namespace) -> str:
     return "0.0.0.0" if args.listen else "127.0.0.1"
 
 
+LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
+
+
+def is_loopback(host: str) -> bool:
+    return host in LOOPBACK_NAMES or host.startswith("127.")
+
+
 def check_network_exposure(args: argparse.Namespace) -> str | None:
-    """Refuse to expose an unauthenticated server: returns the reason, or None when it is fine to start."""
+    """Refuse to expose a surface without credentials: returns the reason, or None when it is fine to start.
+    On the network every surface served needs users: the API (with /docs) ``--api-auth``, the web UI
+    ``--gradio-auth`` or ``--api-auth``."""
     host = bind_address(args)
-    local = host in ("127.0.0.1", "localhost", "::1")
-    if local or args.insecure_listen:
+    if is_loopback(host) or args.insecure_listen:
         return None
-    if args.gradio_auth or args.api_auth:
-        if args.api and not args.api_auth:
-            return "the API would be exposed on the network without --api-auth (or pass --insecure-listen)"
-        if not args.nowebui and not args.gradio_auth:
-            return "the web UI would be exposed on the network without --gradio-auth (or pass --insecure-listen)"
+    if not ui_credentials(args):  # no users at all (the UI falls back to the API's)
+        return (f"refusing to listen on {host} without authentication: pass --api-auth/--gradio-auth, "
+                "or --insecure-listen if you accept that anyone on the network can use this server")
+    if args.api and not api_credentials(args):
+        return "the API would be exposed on the network without --api-auth (or pass --insecure-listen)"
+    return None
+
+
+def allowed_hosts(args: argparse.Namespace) -> list[str] | None:
+    """The names a request's ``Host`` may carry (None: any). Loopback names, the bound address and, when bound to
+    every interface, this machine's names and addresses; plus ``--allowed-hosts``. Checking it stops a web page
+    from reaching the server through a DNS name rebound to 127.0.0.1."""
+    extra = [h.strip().lower() for h in (args.allowed_hosts or "").split(",") if h.strip()]
+    if "*" in extra:
         return None
-    return (f"refusing to listen on {host} without authentication: pass --api-auth/--gradio-auth, "
-            "or --insecure-listen if you accept that anyone on the network can use this server")
+    host = bind_address(args)
+    names = [*LOOPBACK_NAMES, host.lower(), *extra]
+    if host in ("0.0.0.0", "::"):
+        names += _machine_names()
+    return sorted(set(names))
+
+
+def _machine_names() -> list[str]:
+    import socket
+
+    import psutil
+
+    names = [socket.gethostname(), socket.getfqdn()]
+    for addresses in psutil.net_if_addrs().values():
+        names += [a.address.split("%")[0] for a in addresses if a.family in (socket.AF_INET, socket.AF_INET6)]
+    return [n.lower() for n in names if n]

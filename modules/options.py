@@ -60,6 +60,14 @@ class Options(BaseModel):
     show_progress_every_n_steps: int = Field(5, ge=-1, le=32, description="Live preview display period (steps)")
     interrupt_after_current: bool = Field(True, description="Don't Interrupt in the middle")
     quicksettings_list: list[str] = Field(default_factory=lambda: ["sd_model_checkpoint"], description="Quicksettings list")
+    # Limits that protect the machine (modules.limits); a job over one is refused with a message naming it.
+    # They are the server's: override_settings cannot change them.
+    limit_max_pixels: int = Field(2048 * 2048, ge=64 * 64, le=16384 * 16384, description="Largest image of any pass, hires fix included (width × height pixels)")
+    limit_images_per_job: int = Field(1000, ge=1, le=100000, description="Most images in one job (batch count × batch size)")
+    limit_init_images: int = Field(16, ge=1, le=1000, description="Most init images in one img2img request")
+    limit_input_pixels: int = Field(4096 * 4096 * 2, ge=64 * 64, le=2**31, description="Most decoded pixels of all images in one request together")
+    limit_prompt_tokens: int = Field(1000, ge=75, le=100000, description="Longest prompt, in CLIP tokens")
+    limit_and_parts: int = Field(20, ge=1, le=1000, description="Most AND parts in one prompt")
     # Extensions
     disabled_extensions: list[str] = Field(default_factory=list, description="Disabled extensions")
 

@@ -28,8 +28,8 @@ from PIL import Image, ImageOps
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 from tqdm.auto import tqdm
 
-from modules import (conditioning, extra_networks, images, infotext, masking, rng, script_callbacks, sd_samplers,
-                     styles)
+from modules import (conditioning, extra_networks, images, infotext, limits, masking, rng, script_callbacks,
+                     sd_samplers, styles)
 from modules.options import Options
 from modules.progress import JobState
 
@@ -490,6 +490,7 @@ def process_images(p: StableDiffusionProcessing) -> Processed:
 
 def apply_overrides(opts: Options, overrides: dict[str, Any]) -> Options:
     """A copy of ``opts`` with a job's ``override_settings``: the global options are never touched."""
+    limits.check_overrides(overrides)
     job_opts = opts.model_copy(deep=True)
     for key, value in overrides.items():
         if key == "sd_model_checkpoint":
@@ -519,6 +520,7 @@ def _process(p: StableDiffusionProcessing) -> Processed:
     _check_size(p, model)
     p.setup_prompts()
     styles.apply_styles(p)
+    limits.check_job(p, opts)
     p.init(model)
     _run_hook(p, "process")
     state.job_count = max(state.job_count, p.n_iter)

@@ -357,6 +357,13 @@ def get_learned_conditioning_prompt_schedules(
 # AND (composable diffusion)
 
 _AND = re.compile(r"\bAND\b")
+
+
+def count_and_parts(prompt: str) -> int:
+    """How many sub-prompts ``AND`` splits ``prompt`` into (linear time; ``modules.limits`` bounds it)."""
+    return sum(1 for _ in _AND.finditer(prompt)) + 1
+
+
 _TRAILING_WEIGHT = re.compile(r"\s*:\s*([-+]?(?:\d+\.?|\d*\.\d+))\s*$")
 
 

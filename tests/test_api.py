@@ -690,9 +690,9 @@ def test_scripts_are_listed_and_bound_to_the_job(client, runtime):
 # ---------------------------------------------------------------------------------------------------------------------
 # Security
 # ---------------------------------------------------------------------------------------------------------------------
-def api_routes(client: TestClient) -> list[tuple[str, str]]:
+def api_routes(client: TestClient, auth: tuple[str, str] | None = None) -> list[tuple[str, str]]:
     """Every (method, concrete path) of the API, from its OpenAPI schema."""
-    paths = client.get("/openapi.json").json()["paths"]
+    paths = client.get("/openapi.json", auth=auth).json()["paths"]
     return [(method.upper(), path.replace("{task_id}", "task(x)").replace("{index}", "0"))
             for path, operations in paths.items() if path.startswith(API) for method in operations]
 
@@ -701,7 +701,7 @@ def test_api_auth_guards_every_route(tmp_path):
     runtime = make_runtime(tmp_path, "--api-auth", "alice:s3cret,bob:pw")
     try:
         with TestClient(create_api_app(runtime)) as client:
-            routes = api_routes(client)
+            routes = api_routes(client, auth=("alice", "s3cret"))
             assert len(routes) > 30
             for method, path in routes:
                 for auth in (None, ("alice", "wrong"), ("mallory", "s3cret")):

@@ -20,11 +20,12 @@ from fastapi.responses import FileResponse
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
-from modules import extensions, images, infotext, processing, scripts, sd_samplers, training
+from modules import extensions, images, infotext, limits, processing, scripts, sd_samplers, training
 from modules.api import models as m
-from modules.api.codec import ImageDecodeError, decode_image, encode_image
-from modules.api.middleware import ApiRequestMiddleware, parse_credentials
+from modules.api.codec import MAX_INPUT_PIXELS, ImageDecodeError, decode_image, encode_image
+from modules.api.middleware import ApiRequestMiddleware
 from modules.api.request_body import StrictJsonRoute, validation_error_handler
+from modules.cmd_args import api_credentials
 from modules.job_queue import HistoryEntry, Job, JobCancelled, JobOutput, JobQueue, QueueFull
 from modules.progress import JobState
 from modules.sd_models import CheckpointLoadError, CheckpointNotFoundError
@@ -122,9 +123,11 @@ class Api:
         if not req.init_images:
             raise HTTPException(404, "Init image not found")  # A1111's status and message
         req = await run_in_threadpool(_apply_infotext, req)
-        init_images = await run_in_threadpool(lambda: [_decode(s, "init_images", i) for i, s in
-                                                       enumerate(req.init_images or [])])
-        mask = await run_in_threadpool(_decode, req.mask, "mask") if req.mask else None
+        opts = self.runtime.opts
+        if len(req.init_images) > opts.limit_init_images:
+            raise _field_error(("init_images",), f"init_images: {len(req.init_images)} images; the limit is "
+                                                 f"{opts.limit_init_images} (setting limit_init_images)")
+        init_images, mask = await run_in_threadpool(_decode_inputs, req.init_images, req.mask, opts.limit_input_pixels)
         p = await run_in_threadpool(self._processing, processing.StableDiffusionProcessingImg2Img, req,
                                     {"init_images": init_images, "mask": mask})
         return await self._generate("img2img", req, p)
@@ -151,14 +154,23 @@ class Api:
                       do_not_save_grid=not req.save_images, **extra)
         try:
             p = cls(**fields)
+            # Sizes left out take the model's native size on the worker, where they are checked again.
+            limits.check_job(p, self.runtime.opts, sizes=req.width is not None and req.height is not None)
         except ValidationError as e:
             raise _validation_error(e) from None
+        except limits.LimitError as e:
+            raise _field_error((e.field,), str(e)) from None
         _bind_scripts(p, req)
         return p
 
     def _check_options(self, values: dict[str, Any], loc: tuple[str, ...] = ()) -> None:
         """Validate option values (and that a ``sd_model_checkpoint`` exists) on a copy of the settings: a 422
         naming the first bad option, nothing changed."""
+        if loc:  # a request's override_settings: never the server's limits
+            try:
+                limits.check_overrides(values)
+            except limits.LimitError as e:
+                raise _field_error((*loc, e.field.rpartition(".")[2]), str(e)) from None
         trial = self.runtime.opts.model_copy(deep=True)
         for key, value in values.items():
             if key == "sd_model_checkpoint":
@@ -500,9 +512,19 @@ def _png_info(data: str) -> m.PNGInfoResponse:
     return m.PNGInfoResponse(info=geninfo or "", items=_jsonable_items(items), parameters=parameters)
 
 
-def _decode(data: str, field: str, index: int | None = None) -> Any:
+def _decode_inputs(init_images: list[str], mask: str | None, budget: int) -> tuple[list[Any], Any]:
+    """Decode img2img's images, each once, all together within ``budget`` pixels (``limit_input_pixels``): each
+    size is read from its header and checked before its pixels are decoded."""
+    decoded = []
+    for i, data in enumerate(init_images):
+        decoded.append(_decode(data, "init_images", i, max_pixels=budget))
+        budget -= decoded[-1].width * decoded[-1].height
+    return decoded, _decode(mask, "mask", max_pixels=budget) if mask else None
+
+
+def _decode(data: str, field: str, index: int | None = None, max_pixels: int = MAX_INPUT_PIXELS) -> Any:
     try:
-        return decode_image(data)
+        return decode_image(data, max_pixels, "what is left of limit_input_pixels for this request")
     except ImageDecodeError as e:
         loc = (field,) if index is None else (field, index)
         raise _field_error(loc, f"{'.'.join(map(str, loc))}: {e}") from None
@@ -552,7 +574,7 @@ def mount_api(app: FastAPI, runtime: Runtime, *, max_body_bytes: int = DEFAULT_M
     app.include_router(api.router())
     app.add_exception_handler(RequestValidationError, validation_error_handler)
     app.add_middleware(ApiRequestMiddleware, prefix="/sdapi/", max_body_bytes=max_body_bytes,
-                       credentials=parse_credentials(runtime.args.api_auth))
+                       credentials=api_credentials(runtime.args))
     origins = [o.strip() for o in (runtime.args.cors_allow_origins or "").split(",") if o.strip()]
     if origins:
         app.add_middleware(CORSMiddleware, allow_origins=origins, allow_methods=["*"], allow_headers=["*"],

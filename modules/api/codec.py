@@ -22,8 +22,10 @@ class ImageDecodeError(ValueError):
     """An input image that cannot be used; the message says why (the caller adds the field name)."""
 
 
-def decode_image(data: str) -> Image.Image:
-    """A base64 string (raw or a data URL) -> a loaded PIL image. URLs are refused: nothing is fetched."""
+def decode_image(data: str, max_pixels: int = MAX_INPUT_PIXELS, budget_name: str = "") -> Image.Image:
+    """A base64 string (raw or a data URL) -> a loaded PIL image. URLs are refused: nothing is fetched. The size is
+    read from the header and checked against ``max_pixels`` (named ``budget_name`` in the message) before the pixels
+    are decoded."""
     text = data.strip()
     if text.startswith(("http://", "https://")):
         raise ImageDecodeError("fetching images from URLs is disabled; send the image itself as base64")
@@ -38,8 +40,10 @@ def decode_image(data: str) -> Image.Image:
     try:
         image = Image.open(io.BytesIO(raw))
         width, height = image.size
-        if width * height > MAX_INPUT_PIXELS:
-            raise ImageDecodeError(f"image is {width}x{height}; at most {MAX_INPUT_PIXELS} pixels are accepted")
+        cap = min(max_pixels, MAX_INPUT_PIXELS)
+        if width * height > cap:
+            limit = f" ({budget_name})" if budget_name and max_pixels < MAX_INPUT_PIXELS else ""
+            raise ImageDecodeError(f"image is {width}x{height}; at most {cap} pixels are accepted{limit}")
         image.load()
     except ImageDecodeError:
         raise

@@ -1,4 +1,5 @@
-"""ASGI middleware guarding the API paths: HTTP Basic auth, a request body size limit, A1111's ``X-Process-Time``.
+"""ASGI middleware guarding the API paths: HTTP Basic auth, a request body size limit, A1111's ``X-Process-Time``;
+and one guarding every path: the ``Host`` header allow-list.
 
 It works on raw ASGI messages so that it runs before FastAPI reads or validates anything: an unauthenticated
 request gets its 401 whatever its body, and an oversized body is refused without being buffered.
@@ -19,14 +20,12 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
-def parse_credentials(spec: str | None) -> list[tuple[str, str]]:
-    """``--api-auth "user:pass[,user2:pass2]"`` -> ``[(user, pass), ...]`` (empty: no auth)."""
-    pairs = (pair.strip().partition(":") for pair in (spec or "").split(","))
-    return [(user, password) for user, sep, password in pairs if sep and user]
+# The API's documentation describes every route: it is guarded with them.
+DOCS_PATHS = frozenset({"/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
 
 
 class ApiRequestMiddleware:
-    """For paths under ``prefix``: 401 without valid credentials (when there are any), 413 for a body over
+    """For paths under ``prefix`` (and the API docs): 401 without valid credentials (when there are any), 413 for a body over
     ``max_body_bytes``, and an ``X-Process-Time`` header on every response.
 
     A declared ``Content-Length`` over the limit is refused before anything is read; a chunked body is counted as it
@@ -41,7 +40,8 @@ class ApiRequestMiddleware:
         self.credentials = [(user.encode(), password.encode()) for user, password in credentials or []]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not scope["path"].startswith(self.prefix):
+        path = scope.get("path", "")
+        if scope["type"] != "http" or not (path.startswith(self.prefix) or path.rstrip("/") in DOCS_PATHS):
             await self.app(scope, receive, send)
             return
         if self.credentials and not self._authorized(_header(scope, b"authorization")):
@@ -98,6 +98,39 @@ class ApiRequestMiddleware:
 
     async def _too_large(self, send: Send) -> None:
         await _send_json(send, 413, f"request body too large: the limit is {self.max_body_bytes} bytes")
+
+
+class HostAllowListMiddleware:
+    """400 for a request whose ``Host`` header is not one of ``allowed`` (names without the port; ``*.example.org``
+    matches sub-domains). A DNS name rebound to 127.0.0.1 carries its own name, so a page on that name cannot reach
+    the server; WebSocket handshakes are refused the same way."""
+
+    def __init__(self, app: ASGIApp, *, allowed: list[str]) -> None:
+        self.app = app
+        self.exact = {h.lower() for h in allowed if not h.startswith("*.")}
+        self.suffixes = tuple(h[1:].lower() for h in allowed if h.startswith("*."))
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket") or self.allowed(_header(scope, b"host")):
+            await self.app(scope, receive, send)
+            return
+        if scope["type"] == "websocket":
+            await send({"type": "websocket.close", "code": 1008})
+            return
+        await _send_json(send, 400, "Host header not allowed: start the server with --allowed-hosts naming this "
+                                    "host to reach it under that name")
+
+    def allowed(self, header: str | None) -> bool:
+        host = _host_name(header or "")
+        return bool(host) and (host in self.exact or host.endswith(self.suffixes))
+
+
+def _host_name(header: str) -> str:
+    """``Host`` header -> lower-case name without the port (``[::1]:7860`` -> ``::1``)."""
+    header = header.strip().lower()
+    if header.startswith("["):
+        return header[1:].partition("]")[0]
+    return header.rpartition(":")[0] if header.count(":") == 1 else header
 
 
 def _header(scope: Scope, name: bytes) -> str | None:

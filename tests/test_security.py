@@ -1,0 +1,225 @@
+"""Reliability and security guards (issue #20): auth that cannot be bypassed, the Host allow-list, limits that keep
+one request from taking the box, outputs confined to the data dir, extensions that cannot stop the server."""
+from __future__ import annotations
+
+import base64
+import io
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+
+import app as webui
+from modules import cmd_args
+from modules.api import create_api_app
+from tests.test_api import API, make_runtime
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+# -- auth ---------------------------------------------------------------------------------------------------------------
+MALFORMED_AUTH = ["nocolon", ":", ":pw", " ", ",", "", "user:", "alice:pw,", "alice:pw,nocolon", " :pw", "user: "]
+
+
+@pytest.mark.parametrize("flag", ["--api-auth", "--gradio-auth"])
+@pytest.mark.parametrize("value", MALFORMED_AUTH)
+def test_a_malformed_credential_is_a_start_up_error_naming_the_flag(flag, value, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cmd_args.parse_args(["--listen", "--api", flag, value])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert flag in err and "user:password" in err
+    if value.partition(":")[2].strip():
+        assert value.partition(":")[2] not in err.replace("user:password", ""), "the password is never printed"
+
+
+def test_the_server_refuses_to_start_with_a_malformed_credential():
+    """The probe's bypass: `--listen --nowebui --api-auth nocolon` served the API to the network with no login."""
+    for value in ("nocolon", ":", ":pw", " ", ","):
+        r = subprocess.run([sys.executable, "app.py", "--listen", "--nowebui", "--api-auth", value, "--port", "9"],
+                           cwd=REPO, capture_output=True, text=True, timeout=60)
+        assert r.returncode == 2, (value, r.stderr)
+        assert "--api-auth" in r.stderr
+
+
+@pytest.mark.parametrize("flags, refused", [
+    (["--listen", "--nowebui"], "without authentication"),
+    (["--listen", "--api", "--gradio-auth", "u:p"], "API would be exposed"),
+    (["--listen"], "without authentication"),
+    (["--server-name", "10.0.0.5", "--api"], "without authentication"),
+    (["--listen", "--api", "--api-auth", "u:p"], None),        # the UI falls back to the API users
+    (["--listen", "--gradio-auth", "u:p"], None),
+    (["--listen", "--nowebui", "--api-auth", "u:p"], None),
+    (["--listen", "--api", "--insecure-listen"], None),
+    (["--api"], None),                                           # loopback: A1111's defaults
+])
+def test_listen_needs_credentials_for_every_surface_it_serves(flags, refused):
+    problem = cmd_args.check_network_exposure(cmd_args.parse_args(flags))
+    assert (problem is None) if refused is None else (refused in problem), problem
+
+
+def test_the_ui_login_takes_the_api_users_when_it_has_none_of_its_own():
+    args = cmd_args.parse_args(["--listen", "--api", "--api-auth", "alice:s3cret"])
+    assert cmd_args.ui_credentials(args) == [("alice", "s3cret")]
+    args = cmd_args.parse_args(["--api", "--api-auth", "alice:s3cret", "--gradio-auth", "bob:pw"])
+    assert cmd_args.ui_credentials(args) == [("bob", "pw")] and cmd_args.api_credentials(args) == [("alice", "s3cret")]
+
+
+@pytest.fixture
+def app_with(tmp_path):
+    """The app as `app.py` builds it (API only, so no Gradio page is built), for the given extra flags."""
+    made = []
+
+    def build(*flags: str) -> TestClient:
+        runtime = make_runtime(tmp_path, *flags)
+        made.append(runtime)
+        return TestClient(webui.build_app(runtime.args, runtime), base_url="http://127.0.0.1:7861")
+
+    yield build
+    for runtime in made:
+        runtime.queue.close()
+
+
+def test_docs_and_openapi_need_the_api_credentials(app_with):
+    with app_with("--api-auth", "alice:s3cret") as client:
+        for path in ("/docs", "/openapi.json", "/docs/oauth2-redirect", "/openapi.json/"):
+            assert client.get(path).status_code == 401, path
+            assert client.get(path, auth=("alice", "wrong")).status_code == 401, path
+        assert client.get("/openapi.json", auth=("alice", "s3cret")).json()["paths"]
+        assert client.get("/docs", auth=("alice", "s3cret")).status_code == 200
+
+
+def test_without_api_auth_docs_stay_open_on_loopback(app_with):
+    with app_with() as client:
+        assert client.get("/openapi.json").status_code == 200
+
+
+# -- Host header ------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("host, status", [
+    ("127.0.0.1:7861", 200), ("localhost:7861", 200), ("LOCALHOST", 200), ("[::1]:7861", 200),
+    ("evil.example:7861", 400), ("127.0.0.1.evil.example", 400), ("", 400), ("localhost.:7861", 400),
+])
+def test_a_request_for_another_host_is_refused(app_with, host, status):
+    """DNS rebinding: a page on evil.example whose name now resolves to 127.0.0.1 sends `Host: evil.example`."""
+    with app_with() as client:
+        for path in (f"{API}/options", "/openapi.json"):
+            r = client.get(path, headers={"Host": host})
+            assert r.status_code == status, (host, path, r.text)
+            if status == 400:
+                assert "--allowed-hosts" in r.json()["detail"]
+
+
+def test_allowed_hosts_adds_names_and_star_allows_any(app_with):
+    with app_with("--allowed-hosts", "box.lan,*.example.org") as client:
+        for host, status in (("box.lan", 200), ("a.example.org:7861", 200), ("example.org", 400), ("x.lan", 400),
+                             ("localhost", 200)):
+            assert client.get(f"{API}/options", headers={"Host": host}).status_code == status, host
+    with app_with("--allowed-hosts", "*") as client:
+        assert client.get(f"{API}/options", headers={"Host": "anything.example"}).status_code == 200
+
+
+def test_listening_on_every_interface_answers_to_this_machines_names():
+    hosts = cmd_args.allowed_hosts(cmd_args.parse_args(["--listen", "--insecure-listen"]))
+    assert "0.0.0.0" in hosts and "localhost" in hosts and "127.0.0.1" in hosts
+    import socket
+
+    assert socket.gethostname().lower() in hosts
+    assert "evil.example" not in hosts
+
+
+# -- limits -------------------------------------------------------------------------------------------------------------
+@pytest.fixture
+def api(tmp_path):
+    runtime = make_runtime(tmp_path)
+    with TestClient(create_api_app(runtime)) as client:
+        client.runtime = runtime
+        yield client
+        runtime.queue.close()
+
+
+def png_b64(size: tuple[int, int], mode: str = "RGB") -> str:
+    buf = io.BytesIO()
+    Image.new(mode, size).save(buf, format="PNG")
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def refused(r, field: str, *words: str) -> None:
+    assert r.status_code == 422, r.text
+    detail = r.json()["detail"]
+    assert any(field in map(str, d["loc"]) for d in detail), detail
+    text = json.dumps(detail)
+    for word in words:
+        assert word in text, (word, text)
+
+
+@pytest.mark.parametrize("fields, field, words", [
+    ({"width": 512, "height": 512, "enable_hr": True, "hr_scale": 8}, "hr_scale", ["4096x4096", "2048"]),
+    ({"width": 2048, "height": 2048, "enable_hr": True, "hr_scale": 1.5}, "hr_scale", ["3072x3072"]),
+    ({"width": 1024, "height": 1024, "enable_hr": True, "hr_resize_x": 2048, "hr_resize_y": 2048}, None, []),
+    ({"n_iter": 1000, "batch_size": 64}, "n_iter", ["64000", "limit_images_per_job"]),
+    ({"n_iter": 16, "batch_size": 64}, "n_iter", ["1024 images"]),
+    ({"n_iter": 2, "batch_size": 2}, None, []),
+    ({"prompt": " AND ".join(["a red circle"] * 2000)}, "prompt", ["2000 AND parts", "limit_and_parts"]),
+    ({"prompt": "red " * 1_000_000}, "prompt", ["tokens", "limit_prompt_tokens"]),
+    ({"prompt": "masterpiece, " * 600}, "prompt", ["1200 tokens", "limit_prompt_tokens"]),
+    ({"negative_prompt": "blurry " * 1200}, "negative_prompt", ["limit_prompt_tokens"]),
+    ({"enable_hr": True, "hr_prompt": "x AND " * 30, "width": 64, "height": 64}, "hr_prompt", ["limit_and_parts"]),
+    ({"override_settings": {"limit_max_pixels": 10**9}}, "limit_max_pixels", ["server limit"]),
+])
+def test_a_job_over_a_limit_is_a_422_naming_it(api, fields, field, words):
+    r = api.post(f"{API}/txt2img", json={"steps": 1, **fields})
+    if field is None:
+        assert r.status_code == 200, r.text
+    else:
+        refused(r, field, *words)
+        assert api.get(f"{API}/history").json() == [], "a refused request is never queued"
+
+
+def test_limits_are_settings_the_owner_can_set(api):
+    body = {"width": 512, "height": 512, "enable_hr": True, "hr_scale": 3, "steps": 1}
+    assert api.post(f"{API}/txt2img", json=body).status_code == 200
+    assert api.post(f"{API}/options", json={"limit_max_pixels": 1024 * 1024}).status_code == 200
+    refused(api.post(f"{API}/txt2img", json=body), "hr_scale", "1536x1536", "limit_max_pixels")
+    assert api.post(f"{API}/options", json={"limit_max_pixels": 1536 * 1536}).status_code == 200
+    assert api.post(f"{API}/txt2img", json=body).status_code == 200
+
+
+def test_init_images_are_counted_and_their_pixels_bounded_before_decoding(api, monkeypatch):
+    small = png_b64((8, 8))
+    refused(api.post(f"{API}/img2img", json={"init_images": [small] * 17}), "init_images", "limit_init_images")
+    big = png_b64((4096, 4096), "RGBA")          # a 4096² RGBA PNG of zeros is a few kB, ~67 MB decoded
+    decoded = []
+    real_load = Image.Image.load
+    monkeypatch.setattr(Image.Image, "load", lambda im: decoded.append((id(im), im.size)) or real_load(im))
+    r = api.post(f"{API}/img2img", json={"init_images": [big] * 16, "steps": 1})
+    refused(r, "init_images", "4096x4096", "limit_input_pixels")
+    assert len({d for d in decoded if d[1] == (4096, 4096)}) == 2, "the third is refused from its header, undecoded"
+    assert api.post(f"{API}/img2img", json={"init_images": [big], "mask": small, "steps": 1, "width": 64,
+                                            "height": 64}).status_code == 200
+
+
+def test_the_worker_checks_the_limits_too(tiny_sd1_model, tmp_path):
+    """Jobs from the UI or from a script reach processing without the API: the same limits hold there (the size
+    of a request that left it to the model is only known on the worker)."""
+    from modules.limits import LimitError
+    from modules.options import Options
+    from modules.processing import StableDiffusionProcessingTxt2Img, process_images
+    from modules.progress import JobState
+
+    calls = []
+    handle = tiny_sd1_model.unet.register_forward_hook(lambda *a: calls.append(1))
+    try:
+        for kw, field in (({"width": 512, "height": 512, "enable_hr": True, "hr_scale": 8}, "hr_scale"),
+                          ({"n_iter": 101, "batch_size": 10}, "n_iter"),
+                          ({"override_settings": {"limit_images_per_job": 5000}, "n_iter": 200}, "limit_images")):
+            p = StableDiffusionProcessingTxt2Img(prompt="a red circle", steps=2, do_not_save_samples=True, **kw)
+            p.sd_model, p.opts, p.state = tiny_sd1_model, Options(limit_images_per_job=1000), JobState()
+            with pytest.raises(LimitError, match=field):
+                process_images(p)
+    finally:
+        handle.remove()
+    assert calls == [], "refused before any UNet step"
