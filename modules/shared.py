@@ -32,6 +32,12 @@ def __getattr__(name: str) -> Any:
         return rt.models.current if rt else None
     if name == "device":
         return rt.device if rt else "cpu"
+    if name == "sd_upscalers":
+        if rt:
+            return rt.upscalers.list()
+        from modules.upscalers import UpscalerRegistry
+
+        return UpscalerRegistry({}).list()
     if name == "runtime":
         return rt
     raise AttributeError(f"module 'modules.shared' has no attribute {name!r}")

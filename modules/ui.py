@@ -79,6 +79,21 @@ def style_choices(runtime: Runtime) -> list[str]:
     return list(runtime.prompt_styles.styles)
 
 
+def upscaler_choices(runtime: Runtime) -> list[str]:
+    """None, Lanczos, Nearest and the upscaler model files."""
+    try:
+        return runtime.upscalers.names()
+    except Exception as e:  # noqa: BLE001 - a broken models folder must not break the page
+        log.error("Listing upscalers failed: %s", e)
+        return ["None", "Lanczos", "Nearest"]
+
+
+def hires_upscaler_choices(runtime: Runtime) -> list[str]:
+    from modules.processing import LATENT_UPSCALE_MODES
+
+    return [*LATENT_UPSCALE_MODES, *upscaler_choices(runtime)]
+
+
 def sampler_choices() -> tuple[list[str], list[str]]:
     from modules import sd_samplers
 
@@ -288,10 +303,8 @@ def txt2img_tab(runtime: Runtime, native: int, samplers, schedulers) -> Generati
             with gr.Accordion("Hires. fix", open=False):
                 hr = {"enable_hr": gr.Checkbox(label="Enable", value=False, elem_id="txt2img_enable_hr")}
                 with gr.Row():
-                    hr["hr_upscaler"] = gr.Dropdown(["Latent", "Latent (antialiased)", "Latent (bicubic)",
-                                                     "Latent (bicubic antialiased)", "Latent (nearest)",
-                                                     "Latent (nearest-exact)", "None", "Lanczos", "Nearest"],
-                                                    value="Latent", label="Upscaler", elem_id="txt2img_hr_upscaler")
+                    hr["hr_upscaler"] = gr.Dropdown(hires_upscaler_choices(runtime), value="Latent", label="Upscaler",
+                                                    elem_id="txt2img_hr_upscaler")
                     hr["hr_second_pass_steps"] = gr.Slider(0, 150, value=0, step=1, label="Hires steps",
                                                            elem_id="txt2img_hires_steps")
                     hr["denoising_strength"] = gr.Slider(0, 1, value=0.7, step=0.01, label="Denoising strength",

@@ -26,6 +26,7 @@ from modules.api.middleware import ApiRequestMiddleware, parse_credentials
 from modules.job_queue import HistoryEntry, Job, JobCancelled, JobOutput, JobQueue, QueueFull
 from modules.progress import JobState
 from modules.sd_models import CheckpointLoadError, CheckpointNotFoundError
+from modules.upscalers import UpscalerError
 
 if TYPE_CHECKING:
     from modules.runtime import Runtime
@@ -144,6 +145,12 @@ class Api:
         except ValueError as e:
             raise _field_error(("scheduler",), str(e)) from None
         self._check_options(req.override_settings or {}, ("override_settings",))
+        hr_upscaler = getattr(req, "hr_upscaler", None)
+        if getattr(req, "enable_hr", False) and hr_upscaler and hr_upscaler not in processing.LATENT_UPSCALE_MODES:
+            try:
+                self.runtime.upscalers.find(hr_upscaler, "hr_upscaler")
+            except UpscalerError as e:
+                raise _field_error(("hr_upscaler",), f"{e}, {', '.join(processing.LATENT_UPSCALE_MODES)}") from None
         fields = req.model_dump(exclude=_API_ONLY, exclude_none=True)
         fields.update(sampler_name=sampler, do_not_save_samples=not req.save_images,
                       do_not_save_grid=not req.save_images, **extra)
@@ -338,7 +345,9 @@ class Api:
         return [m.SchedulerItem(name=s.name, label=s.label, aliases=list(s.aliases)) for s in sd_samplers.schedulers]
 
     async def upscalers(self) -> list[m.UpscalerItem]:
-        return [m.UpscalerItem(name=name, scale=4) for name in processing.PIXEL_UPSCALERS]
+        upscalers = await run_in_threadpool(self.runtime.upscalers.list)
+        return [m.UpscalerItem(name=u.name, model_name=u.model_name, model_path=u.model_path, model_url=u.model_url,
+                               scale=u.scale) for u in upscalers]
 
     async def latent_upscale_modes(self) -> list[m.LatentUpscalerModeItem]:
         return [m.LatentUpscalerModeItem(name=name) for name in processing.LATENT_UPSCALE_MODES]
