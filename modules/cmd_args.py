@@ -17,6 +17,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--vae-dir", type=str, default=None, help="folder with VAE files")
     p.add_argument("--lora-dir", type=str, default=None, help="folder with LoRA files")
     p.add_argument("--embeddings-dir", type=str, default=None, help="folder with textual inversion embeddings")
+    p.add_argument("--gradio-allowed-path", action="append", default=[],
+                   help="a folder outside the data dir that the Extras tab may read from and write to (repeatable)")
     for kind in ("ESRGAN", "RealESRGAN", "SwinIR", "DAT"):
         p.add_argument(f"--{kind.lower()}-models-path", type=str, default=None,
                        help=f"folder with {kind} upscaler models (default models/{kind})")

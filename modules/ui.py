@@ -468,25 +468,61 @@ def paste_fields(c: GenerationControls) -> tuple[list, Any]:
     return targets, fill
 
 
-def extras_tab() -> None:
+def extras_tab(runtime: Runtime) -> None:
+    """A1111's Extras tab: a single image, several uploads or a folder, through the postprocessing scripts (the
+    built-in Upscale and those of extensions), saved to the extras output folder."""
+    from modules import postprocessing, scripts
+
+    runner = scripts.postprocessing_runner()
     with gr.Row():
         with gr.Column():
-            image = gr.Image(label="Source", type="pil", elem_id="extras_image")
-            resize = gr.Slider(1.0, 8.0, value=2.0, step=0.05, label="Scale by", elem_id="extras_upscaling_resize")
-            upscaler = gr.Dropdown(["Lanczos", "Nearest"], value="Lanczos", label="Upscaler 1")
+            mode = gr.Number(value=0, visible=False, precision=0, elem_id="extras_mode")
+            with gr.Tabs(elem_id="mode_extras"):
+                with gr.Tab("Single Image", elem_id="extras_single_tab") as single_tab:
+                    image = gr.Image(label="Source", type="pil", image_mode=None, elem_id="extras_image")
+                with gr.Tab("Batch Process", elem_id="extras_batch_process_tab") as batch_tab:
+                    files = gr.File(label="Batch Process", file_count="multiple", elem_id="extras_image_batch")
+                with gr.Tab("Batch from Directory", elem_id="extras_batch_directory_tab") as directory_tab:
+                    input_dir = gr.Textbox(label="Input directory (inside the data folder or an allowed path)",
+                                           elem_id="extras_batch_input_dir")
+                    output_dir = gr.Textbox(label="Output directory (empty: the extras output folder)",
+                                            elem_id="extras_batch_output_dir")
+                    show_results = gr.Checkbox(value=True, label="Show result images",
+                                               elem_id="extras_show_extras_results")
             run = gr.Button("Generate", variant="primary", elem_id="extras_generate")
+            script_inputs = runner.setup_ui()
         with gr.Column():
-            out = gr.Image(label="Result", type="pil", interactive=False, elem_id="extras_result")
-            msg = gr.HTML()
+            gallery = gr.Gallery(label="Result", columns=2, height=420, format="png", interactive=False,
+                                 elem_id="extras_gallery")
+            info = gr.HTML(elem_id="extras_html_info")
+    for index, tab in enumerate((single_tab, batch_tab, directory_tab)):
+        tab.select(lambda index=index: index, None, mode, queue=False)
+    image.change(lambda: runner.image_changed(), None, None, queue=False)
 
-    def upscale(img, scale, name):
-        if img is None:
-            return None, format_error(ValueError("image: upload an image"))
-        resample = Image.Resampling.LANCZOS if name == "Lanczos" else Image.Resampling.NEAREST
-        w, h = img.size
-        return img.resize((max(1, int(w * scale)), max(1, int(h * scale))), resample), f"{w}x{h} → {int(w*scale)}x{int(h*scale)}"
+    def do_extras(mode, image, files, input_dir, output_dir, show_results, *args):
+        mode = int(mode or 0)
+        try:
+            sources, target = postprocessing.collect_sources(
+                mode, image, files, input_dir or "", output_dir or "",
+                postprocessing.allowed_roots(runtime.paths.data_dir, runtime.args))
+            outdir = target or postprocessing.output_dir(runtime.opts, runtime.paths.data_dir)
 
-    run.click(upscale, [image, resize, upscaler], [out, msg])
+            def job(state):
+                from modules.job_queue import JobOutput
+
+                result = postprocessing.run_extras(runner, sources, list(args), opts=runtime.opts, outdir=outdir,
+                                                   state=state)
+                return JobOutput(value=result, infotext=result.infotexts[0] if result.infotexts else None,
+                                 files=list(result.files))
+
+            result = runtime.queue.submit("extras", {"mode": mode, "images": len(sources)}, job).result().value
+        except Exception as e:  # noqa: BLE001 - shown in the tab; the session keeps working
+            return gr.update(), format_error(e)
+        shown = result.images if mode != 2 or show_results else []
+        return shown, result.html_info
+
+    run.click(do_extras, [mode, image, files, input_dir, output_dir, show_results, *script_inputs], [gallery, info],
+              concurrency_limit=4)
 
 
 def run_training(runtime: Runtime, kind: str, fn: Callable[..., Any], request: Any):
@@ -719,7 +755,7 @@ def create_ui(runtime: Runtime) -> gr.Blocks:
             with gr.Tab("img2img", id="img2img"):
                 i2i, i2i_w = img2img_tab(runtime, native, samplers, schedulers)
             with gr.Tab("Extras", id="extras"):
-                extras_tab()
+                extras_tab(runtime)
             with gr.Tab("PNG Info", id="pnginfo"):
                 png = pnginfo_tab()
             with gr.Tab("Train", id="train"):
