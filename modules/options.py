@@ -58,8 +58,6 @@ class Options(BaseModel):
     # Upscaling
     ESRGAN_tile: int = Field(192, ge=0, le=512, description="Tile size for upscaler models. 0 = no tiling")
     ESRGAN_tile_overlap: int = Field(8, ge=0, le=48, description="Tile overlap for upscaler models, in pixels")
-    upscaling_max_images_in_cache: int = Field(5, ge=0, le=10, description="Maximum number of images in upscaling cache")
-    set_scale_by_when_changing_upscaler: bool = Field(False, description="Automatically set the Scale by factor based on the name of the selected Upscaler")
     # Live previews / UI
     live_previews_enable: bool = Field(True, description="Show live previews of the created image")
     show_progress_every_n_steps: int = Field(5, ge=-1, le=32, description="Live preview display period (steps)")

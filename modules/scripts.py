@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 from PIL import Image
 
-from modules import extensions, script_callbacks
+from modules import a1111, extensions, script_callbacks
 from modules.paths import REPO_ROOT
 from modules.processing import GenerationError
 
@@ -463,6 +463,7 @@ def load_scripts(extensions_dir: Path | None, disabled_extensions: Iterable[str]
     runners ``scripts_txt2img`` / ``scripts_img2img``. Never runs an extension's ``install.py``."""
     global scripts_txt2img, scripts_img2img, scripts_postproc
     unload_scripts()
+    a1111.install()
     exts = extensions.discover(extensions_dir, disabled_extensions, disable_all_extensions)
     for path in extensions.builtin.script_files():
         _load_file(path, extensions.builtin)
@@ -498,11 +499,12 @@ def _load_file(path: Path, ext: extensions.Extension) -> None:
         _current_basedir = str(REPO_ROOT)
     from modules.scripts_postprocessing import ScriptPostprocessing
 
-    for obj in list(vars(module).values()):
-        if (isinstance(obj, type) and issubclass(obj, Script) and obj.__module__ == module.__name__
-                and obj.title is not Script.title):
+    for obj in list(vars(module).values()):   # as A1111: every Script class in the file's namespace, once
+        if (isinstance(obj, type) and issubclass(obj, Script) and obj.title is not Script.title
+                and all(data.script_class is not obj for data in scripts_data)):
             scripts_data.append(ScriptClassData(obj, str(source.path), folder, module))
-        elif isinstance(obj, type) and issubclass(obj, ScriptPostprocessing) and obj.__module__ == module.__name__:
+        elif (isinstance(obj, type) and issubclass(obj, ScriptPostprocessing) and obj is not ScriptPostprocessing
+              and all(data.script_class is not obj for data in postprocessing_scripts_data)):
             postprocessing_scripts_data.append(ScriptClassData(obj, str(source.path), folder, module))
 
 
