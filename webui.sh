@@ -12,12 +12,13 @@ if [ ! -x "$VENV/bin/python" ]; then
     echo "Creating virtual environment in $VENV"
     "$PYTHON" -m venv "$VENV"
 fi
-# Reinstall only when requirements.txt changed since the last successful install.
+# Reinstall only when the requirements changed since the last successful install.
 stamp="$VENV/.requirements.sha256"
-want=$(sha256sum requirements.txt | cut -d' ' -f1)
+want=$(cat requirements.txt requirements-nodeps.txt | sha256sum | cut -d' ' -f1)
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
     echo "Installing requirements (torch stays at the pinned CPU build 2.13.0)"
     "$VENV/bin/python" -m pip install --quiet -r requirements.txt
+    "$VENV/bin/python" -m pip install --quiet --no-deps -r requirements-nodeps.txt
     "$VENV/bin/python" -c "import torch, sys; v = torch.__version__; sys.exit(0 if v.startswith('2.13.0') else f'torch {v} was installed instead of 2.13.0')"
     echo "$want" > "$stamp"
 fi

@@ -17,6 +17,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--vae-dir", type=str, default=None, help="folder with VAE files")
     p.add_argument("--lora-dir", type=str, default=None, help="folder with LoRA files")
     p.add_argument("--embeddings-dir", type=str, default=None, help="folder with textual inversion embeddings")
+    p.add_argument("--gradio-allowed-path", action="append", default=[],
+                   help="a folder outside the data dir that the Extras tab may read from and write to (repeatable)")
+    for kind in ("ESRGAN", "RealESRGAN", "SwinIR", "DAT"):
+        p.add_argument(f"--{kind.lower()}-models-path", type=str, default=None,
+                       help=f"folder with {kind} upscaler models (default models/{kind})")
     p.add_argument("--api", action="store_true", help="serve the A1111-compatible API under /sdapi/v1")
     p.add_argument("--nowebui", action="store_true", help="serve only the API (implies --api)")
     p.add_argument("--api-auth", type=str, default=None, help='HTTP basic auth for the API, "user:pass[,user2:pass2]"')

@@ -55,6 +55,9 @@ class Options(BaseModel):
     outdir_grids: str = Field("", description="Output directory for grids; if empty, defaults to two directories below")
     outdir_txt2img_grids: str = Field("outputs/txt2img-grids", description="Output directory for txt2img grids")
     outdir_img2img_grids: str = Field("outputs/img2img-grids", description="Output directory for img2img grids")
+    # Upscaling
+    ESRGAN_tile: int = Field(192, ge=0, le=512, description="Tile size for upscaler models. 0 = no tiling")
+    ESRGAN_tile_overlap: int = Field(8, ge=0, le=48, description="Tile overlap for upscaler models, in pixels")
     # Live previews / UI
     live_previews_enable: bool = Field(True, description="Show live previews of the created image")
     show_progress_every_n_steps: int = Field(5, ge=-1, le=32, description="Live preview display period (steps)")

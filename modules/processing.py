@@ -44,7 +44,6 @@ LATENT_UPSCALE_MODES = {
     "Latent (nearest)": ("nearest", False),
     "Latent (nearest-exact)": ("nearest-exact", False),
 }
-PIXEL_UPSCALERS = {"None": None, "Lanczos": Image.Resampling.LANCZOS, "Nearest": Image.Resampling.NEAREST}
 
 
 class GenerationError(ValueError):
@@ -99,6 +98,7 @@ class StableDiffusionProcessing(BaseModel):
     scripts: Any = Field(None, exclude=True)
     script_args: list[Any] = Field(default_factory=list, exclude=True)
     prompt_resources: Any = Field(None, exclude=True)  # extra_networks.PromptResources: styles, embeddings, LoRA
+    upscalers: Any = Field(None, exclude=True)  # upscalers.UpscalerRegistry: hires fix's pixel upscalers
 
     @field_validator("width", "height")
     @classmethod
@@ -196,12 +196,16 @@ class StableDiffusionProcessingTxt2Img(StableDiffusionProcessing):
     firstphase_width: int = 0
     firstphase_height: int = 0
 
-    @model_validator(mode="after")
-    def _check_hires(self) -> "StableDiffusionProcessingTxt2Img":
-        if self.enable_hr and self.hr_upscaler not in LATENT_UPSCALE_MODES and self.hr_upscaler not in PIXEL_UPSCALERS:
-            valid = ", ".join([*LATENT_UPSCALE_MODES, *PIXEL_UPSCALERS])
-            raise ValueError(f"hr_upscaler: unknown upscaler {self.hr_upscaler!r}; valid: {valid}")
-        return self
+    def pixel_upscaler(self) -> Any:
+        """The ``UpscalerData`` that ``hr_upscaler`` names when it is not a latent mode (Lanczos, Nearest, None or an
+        upscaler model from ``modules.upscalers``); a ``GenerationError`` naming the field and the valid names."""
+        from modules.upscalers import UpscalerError, UpscalerRegistry
+
+        upscalers = self.upscalers if self.upscalers is not None else UpscalerRegistry({}, self.opts)
+        try:
+            return upscalers.find(self.hr_upscaler, "hr_upscaler")
+        except UpscalerError as e:
+            raise GenerationError(f"{e}, {', '.join(LATENT_UPSCALE_MODES)}") from None
 
     def hires_size(self) -> tuple[int, int]:
         if self.hr_resize_x == 0 and self.hr_resize_y == 0:
@@ -216,6 +220,8 @@ class StableDiffusionProcessingTxt2Img(StableDiffusionProcessing):
 
     def init(self, model: Any) -> None:
         if self.enable_hr:
+            if self.hr_upscaler not in LATENT_UPSCALE_MODES:
+                self.pixel_upscaler()  # an unknown name fails before any sampling
             if self.denoising_strength is None:
                 self.denoising_strength = 0.7
             hr_w, hr_h = self.hires_size()
@@ -254,8 +260,8 @@ class StableDiffusionProcessingTxt2Img(StableDiffusionProcessing):
             latents = torch.nn.functional.interpolate(latents, size=(hr_h // f, hr_w // f), mode=mode,
                                                       antialias=antialias)
         else:
-            resample = PIXEL_UPSCALERS[self.hr_upscaler] or Image.Resampling.LANCZOS
-            pictures = [im.resize((hr_w, hr_h), resample) for im in decode_latents(model, latents)]
+            upscaler = self.pixel_upscaler()
+            pictures = [_upscale_to(upscaler, im, hr_w, hr_h) for im in decode_latents(model, latents)]
             latents = encode_images(model, pictures)
         steps = self.hr_second_pass_steps or self.steps
         shape = tuple(latents.shape[1:])
@@ -284,6 +290,13 @@ class StableDiffusionProcessingTxt2Img(StableDiffusionProcessing):
     def _batch_slice(self, values: list[str]) -> list[str]:
         start = self.iteration * self.batch_size
         return values[start:start + self.batch_size]
+
+
+def _upscale_to(upscaler: Any, image: Image.Image, width: int, height: int) -> Image.Image:
+    """``image`` brought to ``width`` x ``height`` in pixel space by ``upscaler`` ("None": Lanczos, as A1111)."""
+    if upscaler.name != "None":
+        image = upscaler.scaler.upscale(image, max(width / image.width, height / image.height), upscaler.data_path)
+    return image if image.size == (width, height) else image.resize((width, height), Image.Resampling.LANCZOS)
 
 
 class StableDiffusionProcessingImg2Img(StableDiffusionProcessing):
@@ -508,6 +521,8 @@ def _fill_runtime_defaults(p: StableDiffusionProcessing) -> None:
         p.state = p.state or shared.state
         if p.prompt_resources is None and shared.runtime is not None and p.sd_model is not None:
             p.prompt_resources = shared.runtime.prompt_resources(p.sd_model)
+        if p.upscalers is None and shared.runtime is not None:
+            p.upscalers = shared.runtime.upscalers
     if p.sd_model is None:
         raise GenerationError("no checkpoint is loaded")
 

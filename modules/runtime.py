@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from modules.extra_networks import EmbeddingLibrary, PromptResources
     from modules.lora import LoraLibrary
     from modules.styles import StyleDatabase
+    from modules.upscalers import UpscalerRegistry
 
 log = logging.getLogger(__name__)
 
@@ -128,6 +129,13 @@ class Runtime:
         return PromptResources(styles=self.prompt_styles, embeddings=self.embeddings.for_model(model),
                                networks={"lora": LoraNetwork(self.loras)})
 
+    @cached_property
+    def upscalers(self) -> UpscalerRegistry:
+        """None, Lanczos, Nearest and the upscaler model files (A1111's ``shared.sd_upscalers``)."""
+        from modules.upscalers import UpscalerRegistry, default_folders
+
+        return UpscalerRegistry(default_folders(self.paths.data_dir / "models", self.args), self.opts, self.device)
+
     # -- jobs ------------------------------------------------------------------------------------------------------------
     def prepare(self, p: Any, state: JobState, native_size: Collection[str] = ()) -> Any:
         """Attach model, options, data dir and progress to a processing object before it runs. The size fields named
@@ -144,6 +152,7 @@ class Runtime:
         p.state = state
         p.data_dir = str(self.paths.data_dir)
         p.prompt_resources = self.prompt_resources(p.sd_model)
+        p.upscalers = self.upscalers
         return p
 
     def run(self, p: Any, state: JobState, native_size: Collection[str] = ()) -> Any:

@@ -452,6 +452,8 @@ def _arg_info(component: Any) -> dict[str, Any]:
 scripts_data: list[ScriptClassData] = []
 scripts_txt2img: ScriptRunner | None = None
 scripts_img2img: ScriptRunner | None = None
+postprocessing_scripts_data: list[ScriptClassData] = []
+scripts_postproc: Any = None   # scripts_postprocessing.ScriptPostprocessingRunner (the Extras tab's)
 _extension_modules: list[str] = []
 
 
@@ -459,7 +461,7 @@ def load_scripts(extensions_dir: Path | None, disabled_extensions: Iterable[str]
                  disable_all_extensions: bool = False) -> None:
     """Load the built-in scripts and every enabled extension's scripts (in ``metadata.ini`` order) and create the
     runners ``scripts_txt2img`` / ``scripts_img2img``. Never runs an extension's ``install.py``."""
-    global scripts_txt2img, scripts_img2img
+    global scripts_txt2img, scripts_img2img, scripts_postproc
     unload_scripts()
     a1111.install()
     exts = extensions.discover(extensions_dir, disabled_extensions, disable_all_extensions)
@@ -472,6 +474,9 @@ def load_scripts(extensions_dir: Path | None, disabled_extensions: Iterable[str]
             _load_file(path, ext)
     scripts_txt2img = ScriptRunner(_instantiate(), is_img2img=False)
     scripts_img2img = ScriptRunner(_instantiate(), is_img2img=True)
+    from modules.scripts_postprocessing import ScriptPostprocessingRunner
+
+    scripts_postproc = ScriptPostprocessingRunner(_instantiate(postprocessing_scripts_data))
     log.info("Loaded %d script class(es) from %d extension(s)", len(scripts_data), len(extensions.active_extensions()))
 
 
@@ -492,10 +497,15 @@ def _load_file(path: Path, ext: extensions.Extension) -> None:
     finally:
         sys.path[:] = saved_sys_path
         _current_basedir = str(REPO_ROOT)
+    from modules.scripts_postprocessing import ScriptPostprocessing
+
     for obj in list(vars(module).values()):   # as A1111: every Script class in the file's namespace, once
         if (isinstance(obj, type) and issubclass(obj, Script) and obj.title is not Script.title
                 and all(data.script_class is not obj for data in scripts_data)):
             scripts_data.append(ScriptClassData(obj, str(source.path), folder, module))
+        elif (isinstance(obj, type) and issubclass(obj, ScriptPostprocessing) and obj is not ScriptPostprocessing
+              and all(data.script_class is not obj for data in postprocessing_scripts_data)):
+            postprocessing_scripts_data.append(ScriptClassData(obj, str(source.path), folder, module))
 
 
 def _exec_extension_file(path: Path, ext: extensions.Extension) -> ModuleType:
@@ -512,9 +522,9 @@ def _exec_extension_file(path: Path, ext: extensions.Extension) -> ModuleType:
     return module
 
 
-def _instantiate() -> list[Script]:
+def _instantiate(classes: list[ScriptClassData] | None = None) -> list[Any]:
     created = []
-    for data in scripts_data:
+    for data in scripts_data if classes is None else classes:
         source = extensions.script_files[Path(data.path)]
         if not source.active:
             continue
@@ -530,14 +540,15 @@ def _instantiate() -> list[Script]:
 
 def unload_scripts() -> None:
     """Tell extensions (``on_script_unloaded``), forget their callbacks, modules and the runners."""
-    global scripts_txt2img, scripts_img2img
+    global scripts_txt2img, scripts_img2img, scripts_postproc
     script_callbacks.script_unloaded_callback()
     script_callbacks.clear_callbacks()
     for name in _extension_modules:
         sys.modules.pop(name, None)
     _extension_modules.clear()
     scripts_data.clear()
-    scripts_txt2img = scripts_img2img = None
+    postprocessing_scripts_data.clear()
+    scripts_txt2img = scripts_img2img = scripts_postproc = None
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -546,6 +557,22 @@ def unload_scripts() -> None:
 def runner_for(tab: str) -> ScriptRunner | None:
     """The loaded runner of ``"txt2img"`` or ``"img2img"`` (None before ``load_scripts``)."""
     return scripts_img2img if tab == "img2img" else scripts_txt2img
+
+
+_builtin_postproc: Any = None
+
+
+def postprocessing_runner() -> Any:
+    """The Extras tab's ``ScriptPostprocessingRunner`` (before ``load_scripts``: the built-in Upscale alone)."""
+    global _builtin_postproc
+    if scripts_postproc is not None:
+        return scripts_postproc
+    if _builtin_postproc is None:
+        from modules.builtin_scripts.postprocessing_upscale import ScriptPostprocessingUpscale
+        from modules.scripts_postprocessing import ScriptPostprocessingRunner
+
+        _builtin_postproc = ScriptPostprocessingRunner([ScriptPostprocessingUpscale()])
+    return _builtin_postproc
 
 
 def process_with_scripts(p: StableDiffusionProcessing) -> Processed:

@@ -80,6 +80,21 @@ def style_choices(runtime: Runtime) -> list[str]:
     return list(runtime.prompt_styles.styles)
 
 
+def upscaler_choices(runtime: Runtime) -> list[str]:
+    """None, Lanczos, Nearest and the upscaler model files."""
+    try:
+        return runtime.upscalers.names()
+    except Exception as e:  # noqa: BLE001 - a broken models folder must not break the page
+        log.error("Listing upscalers failed: %s", e)
+        return ["None", "Lanczos", "Nearest"]
+
+
+def hires_upscaler_choices(runtime: Runtime) -> list[str]:
+    from modules.processing import LATENT_UPSCALE_MODES
+
+    return [*LATENT_UPSCALE_MODES, *upscaler_choices(runtime)]
+
+
 def sampler_choices() -> tuple[list[str], list[str]]:
     from modules import sd_samplers
 
@@ -289,10 +304,8 @@ def txt2img_tab(runtime: Runtime, native: int, samplers, schedulers) -> Generati
             with gr.Accordion("Hires. fix", open=False):
                 hr = {"enable_hr": gr.Checkbox(label="Enable", value=False, elem_id="txt2img_enable_hr")}
                 with gr.Row():
-                    hr["hr_upscaler"] = gr.Dropdown(["Latent", "Latent (antialiased)", "Latent (bicubic)",
-                                                     "Latent (bicubic antialiased)", "Latent (nearest)",
-                                                     "Latent (nearest-exact)", "None", "Lanczos", "Nearest"],
-                                                    value="Latent", label="Upscaler", elem_id="txt2img_hr_upscaler")
+                    hr["hr_upscaler"] = gr.Dropdown(hires_upscaler_choices(runtime), value="Latent", label="Upscaler",
+                                                    elem_id="txt2img_hr_upscaler")
                     hr["hr_second_pass_steps"] = gr.Slider(0, 150, value=0, step=1, label="Hires steps",
                                                            elem_id="txt2img_hires_steps")
                     hr["denoising_strength"] = gr.Slider(0, 1, value=0.7, step=0.01, label="Denoising strength",
@@ -456,25 +469,61 @@ def paste_fields(c: GenerationControls) -> tuple[list, Any]:
     return targets, fill
 
 
-def extras_tab() -> None:
+def extras_tab(runtime: Runtime) -> None:
+    """A1111's Extras tab: a single image, several uploads or a folder, through the postprocessing scripts (the
+    built-in Upscale and those of extensions), saved to the extras output folder."""
+    from modules import postprocessing, scripts
+
+    runner = scripts.postprocessing_runner()
     with gr.Row():
         with gr.Column():
-            image = gr.Image(label="Source", type="pil", elem_id="extras_image")
-            resize = gr.Slider(1.0, 8.0, value=2.0, step=0.05, label="Scale by", elem_id="extras_upscaling_resize")
-            upscaler = gr.Dropdown(["Lanczos", "Nearest"], value="Lanczos", label="Upscaler 1")
+            mode = gr.Number(value=0, visible=False, precision=0, elem_id="extras_mode")
+            with gr.Tabs(elem_id="mode_extras"):
+                with gr.Tab("Single Image", elem_id="extras_single_tab") as single_tab:
+                    image = gr.Image(label="Source", type="pil", image_mode=None, elem_id="extras_image")
+                with gr.Tab("Batch Process", elem_id="extras_batch_process_tab") as batch_tab:
+                    files = gr.File(label="Batch Process", file_count="multiple", elem_id="extras_image_batch")
+                with gr.Tab("Batch from Directory", elem_id="extras_batch_directory_tab") as directory_tab:
+                    input_dir = gr.Textbox(label="Input directory (inside the data folder or an allowed path)",
+                                           elem_id="extras_batch_input_dir")
+                    output_dir = gr.Textbox(label="Output directory (empty: the extras output folder)",
+                                            elem_id="extras_batch_output_dir")
+                    show_results = gr.Checkbox(value=True, label="Show result images",
+                                               elem_id="extras_show_extras_results")
             run = gr.Button("Generate", variant="primary", elem_id="extras_generate")
+            script_inputs = runner.setup_ui()
         with gr.Column():
-            out = gr.Image(label="Result", type="pil", interactive=False, elem_id="extras_result")
-            msg = gr.HTML()
+            gallery = gr.Gallery(label="Result", columns=2, height=420, format="png", interactive=False,
+                                 elem_id="extras_gallery")
+            info = gr.HTML(elem_id="extras_html_info")
+    for index, tab in enumerate((single_tab, batch_tab, directory_tab)):
+        tab.select(lambda index=index: index, None, mode, queue=False)
+    image.change(lambda: runner.image_changed(), None, None, queue=False)
 
-    def upscale(img, scale, name):
-        if img is None:
-            return None, format_error(ValueError("image: upload an image"))
-        resample = Image.Resampling.LANCZOS if name == "Lanczos" else Image.Resampling.NEAREST
-        w, h = img.size
-        return img.resize((max(1, int(w * scale)), max(1, int(h * scale))), resample), f"{w}x{h} → {int(w*scale)}x{int(h*scale)}"
+    def do_extras(mode, image, files, input_dir, output_dir, show_results, *args):
+        mode = int(mode or 0)
+        try:
+            sources, target = postprocessing.collect_sources(
+                mode, image, files, input_dir or "", output_dir or "",
+                postprocessing.allowed_roots(runtime.paths.data_dir, runtime.args))
+            outdir = target or postprocessing.output_dir(runtime.opts, runtime.paths.data_dir)
 
-    run.click(upscale, [image, resize, upscaler], [out, msg])
+            def job(state):
+                from modules.job_queue import JobOutput
+
+                result = postprocessing.run_extras(runner, sources, list(args), opts=runtime.opts, outdir=outdir,
+                                                   state=state)
+                return JobOutput(value=result, infotext=result.infotexts[0] if result.infotexts else None,
+                                 files=list(result.files))
+
+            result = runtime.queue.submit("extras", {"mode": mode, "images": len(sources)}, job).result().value
+        except Exception as e:  # noqa: BLE001 - shown in the tab; the session keeps working
+            return gr.update(), format_error(e)
+        shown = result.images if mode != 2 or show_results else []
+        return shown, result.html_info
+
+    run.click(do_extras, [mode, image, files, input_dir, output_dir, show_results, *script_inputs], [gallery, info],
+              concurrency_limit=4)
 
 
 def run_training(runtime: Runtime, kind: str, fn: Callable[..., Any], request: Any):
@@ -709,7 +758,7 @@ def create_ui(runtime: Runtime) -> gr.Blocks:
             with gr.Tab("img2img", id="img2img"):
                 i2i, i2i_w = img2img_tab(runtime, native, samplers, schedulers)
             with gr.Tab("Extras", id="extras"):
-                extras_tab()
+                extras_tab(runtime)
             with gr.Tab("PNG Info", id="pnginfo"):
                 png = pnginfo_tab()
             with gr.Tab("Train", id="train"):

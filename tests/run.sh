@@ -10,6 +10,7 @@ VENV="${VENV_DIR:-venv}"
 "$VENV/bin/python" -m pip install --quiet -r requirements-test.txt
 # BPE vocabulary only (its dependency torchvision would replace the CPU torch): never install it with deps.
 "$VENV/bin/python" -m pip install --quiet --no-deps open-clip-torch==3.3.0
+"$VENV/bin/python" -m pip install --quiet --no-deps -r requirements-nodeps.txt
 "$VENV/bin/python" -c "import torch, sys; sys.exit(0 if torch.__version__.startswith('2.13.0') else 'wrong torch ' + torch.__version__)"
 if ! command -v chromium >/dev/null 2>&1; then
     if [ "$(id -u)" = 0 ]; then

@@ -20,7 +20,7 @@ from fastapi.responses import FileResponse
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
-from modules import extensions, images, infotext, limits, processing, scripts, sd_samplers, training
+from modules import extensions, images, infotext, limits, postprocessing, processing, scripts, sd_samplers, training
 from modules.api import models as m
 from modules.api.codec import MAX_INPUT_PIXELS, ImageDecodeError, decode_image, encode_image
 from modules.api.middleware import ApiRequestMiddleware
@@ -29,6 +29,7 @@ from modules.cmd_args import api_credentials
 from modules.job_queue import HistoryEntry, Job, JobCancelled, JobOutput, JobQueue, QueueFull
 from modules.progress import JobState
 from modules.sd_models import CheckpointLoadError, CheckpointNotFoundError
+from modules.upscalers import UpscalerError
 
 if TYPE_CHECKING:
     from modules.runtime import Runtime
@@ -75,6 +76,8 @@ class Api:
         get, post = router.get, router.post
         post(f"{PREFIX}/txt2img", response_model=m.GenerationResponse)(self.txt2img)
         post(f"{PREFIX}/img2img", response_model=m.GenerationResponse)(self.img2img)
+        post(f"{PREFIX}/extra-single-image", response_model=m.ExtrasSingleImageResponse)(self.extra_single_image)
+        post(f"{PREFIX}/extra-batch-images", response_model=m.ExtrasBatchImagesResponse)(self.extra_batch_images)
         post(f"{PREFIX}/png-info", response_model=m.PNGInfoResponse)(self.png_info)
         get(f"{PREFIX}/progress", response_model=m.ProgressResponse)(self.progress)
         post(f"{PREFIX}/interrupt")(self.interrupt)
@@ -149,6 +152,12 @@ class Api:
         except ValueError as e:
             raise _field_error(("scheduler",), str(e)) from None
         self._check_options(req.override_settings or {}, ("override_settings",))
+        hr_upscaler = getattr(req, "hr_upscaler", None)
+        if getattr(req, "enable_hr", False) and hr_upscaler and hr_upscaler not in processing.LATENT_UPSCALE_MODES:
+            try:
+                self.runtime.upscalers.find(hr_upscaler, "hr_upscaler")
+            except UpscalerError as e:
+                raise _field_error(("hr_upscaler",), f"{e}, {', '.join(processing.LATENT_UPSCALE_MODES)}") from None
         fields = req.model_dump(exclude=_API_ONLY, exclude_none=True)
         fields.update(sampler_name=sampler, do_not_save_samples=not req.save_images,
                       do_not_save_grid=not req.save_images, **extra)
@@ -224,6 +233,52 @@ class Api:
             return JobOutput(value=processed, infotext=processed.info, files=list(processed.files))
 
         return run
+
+    # -- extras ----------------------------------------------------------------------------------------------------
+    async def extra_single_image(self, req: m.ExtrasSingleImageRequest) -> m.ExtrasSingleImageResponse:
+        if not req.image:
+            raise _field_error(("image",), "image: give a base64 image")
+        image = await run_in_threadpool(_decode, req.image, "image")
+        result, encoded = await self._extras(req, [postprocessing.ExtrasSource(image)])
+        return m.ExtrasSingleImageResponse(html_info=result.html_info, image=encoded[0] if encoded else None)
+
+    async def extra_batch_images(self, req: m.ExtrasBatchImagesRequest) -> m.ExtrasBatchImagesResponse:
+        if not req.imageList:
+            raise _field_error(("imageList",), "imageList: give at least one image")
+        sources = await run_in_threadpool(lambda: [
+            postprocessing.ExtrasSource(_decode(item.data, "imageList", i), item.name or None)
+            for i, item in enumerate(req.imageList)])
+        result, encoded = await self._extras(req, sources)
+        return m.ExtrasBatchImagesResponse(html_info=result.html_info, images=encoded)
+
+    async def _extras(self, req: m.ExtrasBaseRequest,
+                      sources: list[postprocessing.ExtrasSource]) -> tuple[postprocessing.ExtrasResult, list[str]]:
+        """Check the upscalers, queue the job (A1111's request fields become the "Upscale" script's args), wait."""
+        for field in ("upscaler_1", "upscaler_2"):
+            try:
+                self.runtime.upscalers.find(getattr(req, field), field)
+            except UpscalerError as e:
+                raise _field_error((field,), str(e)) from None
+        runner = await run_in_threadpool(scripts.postprocessing_runner)
+        args = await run_in_threadpool(runner.create_args_for_run, {"Upscale": {
+            "upscale_enabled": True, "upscale_mode": req.resize_mode, "upscale_by": req.upscaling_resize,
+            "max_side_length": 0, "upscale_to_width": req.upscaling_resize_w,
+            "upscale_to_height": req.upscaling_resize_h, "upscale_crop": req.upscaling_crop,
+            "upscaler_1_name": req.upscaler_1, "upscaler_2_name": req.upscaler_2,
+            "upscaler_2_visibility": req.extras_upscaler_2_visibility}})
+        opts, data_dir = self.runtime.opts, self.runtime.paths.data_dir
+
+        def job(state: JobState) -> JobOutput:
+            result = postprocessing.run_extras(runner, sources, args, opts=opts, save=bool(req.save_images),
+                                               outdir=postprocessing.output_dir(opts, data_dir), state=state)
+            return JobOutput(value=result, infotext=result.infotexts[0] if result.infotexts else None,
+                             files=list(result.files))
+
+        params = req.model_dump(mode="json", exclude={"image", "imageList"})
+        result = (await self._wait(self._submit("extras", params, job))).value
+        fmt, quality = opts.samples_format, opts.jpeg_quality
+        encoded = await run_in_threadpool(lambda: [encode_image(im, fmt, quality) for im in result.images])
+        return result, encoded
 
     # -- jobs ------------------------------------------------------------------------------------------------------
     def _submit(self, kind: str, params: dict[str, Any], fn: Callable[[JobState], JobOutput], *,
@@ -350,7 +405,9 @@ class Api:
         return [m.SchedulerItem(name=s.name, label=s.label, aliases=list(s.aliases)) for s in sd_samplers.schedulers]
 
     async def upscalers(self) -> list[m.UpscalerItem]:
-        return [m.UpscalerItem(name=name, scale=4) for name in processing.PIXEL_UPSCALERS]
+        upscalers = await run_in_threadpool(self.runtime.upscalers.list)
+        return [m.UpscalerItem(name=u.name, model_name=u.model_name, model_path=u.model_path, model_url=u.model_url,
+                               scale=u.scale) for u in upscalers]
 
     async def latent_upscale_modes(self) -> list[m.LatentUpscalerModeItem]:
         return [m.LatentUpscalerModeItem(name=name) for name in processing.LATENT_UPSCALE_MODES]

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from modules.job_queue import JobStatus
 
@@ -126,6 +126,58 @@ class GenerationResponse(BaseModel):
     images: list[str] = Field(description="base64 images (no data: prefix)")
     parameters: dict[str, Any]
     info: str = Field(description="generation info as a JSON string")
+
+
+class ExtrasBaseRequest(_Request):
+    """A1111's extras fields. Face restoration (GFPGAN / CodeFormer) is not available here: those fields are accepted
+    at 0 only. ``upscale_first`` orders upscaling before face restoration, so without the latter it changes nothing."""
+    resize_mode: int | None = Field(0, ge=0, le=1, description="0: scale by upscaling_resize; 1: scale to "
+                                                                "upscaling_resize_w x upscaling_resize_h")
+    show_extras_results: bool | None = Field(True, description="return the images (A1111: matters for folder batches)")
+    gfpgan_visibility: float | None = Field(0, ge=0, le=1, allow_inf_nan=False)
+    codeformer_visibility: float | None = Field(0, ge=0, le=1, allow_inf_nan=False)
+    codeformer_weight: float | None = Field(0, ge=0, le=1, allow_inf_nan=False)
+    upscaling_resize: float | None = Field(2, gt=0, le=8, allow_inf_nan=False)
+    upscaling_resize_w: int | None = Field(512, ge=1, le=8192)
+    upscaling_resize_h: int | None = Field(512, ge=1, le=8192)
+    upscaling_crop: bool | None = True
+    upscaler_1: str | None = "None"
+    upscaler_2: str | None = "None"
+    extras_upscaler_2_visibility: float | None = Field(0, ge=0, le=1, allow_inf_nan=False)
+    upscale_first: bool | None = False
+    save_images: bool | None = Field(False, description="also save the results in the extras output folder (not "
+                                                        "an A1111 field; A1111's API never saves extras)")
+
+    @field_validator("gfpgan_visibility", "codeformer_visibility")
+    @classmethod
+    def _no_face_restoration(cls, value: float | None, info) -> float | None:
+        if value:
+            raise ValueError(f"{info.field_name}: face restoration (GFPGAN / CodeFormer) is not available on this "
+                             "server; leave it at 0")
+        return value
+
+
+class ExtrasSingleImageRequest(ExtrasBaseRequest):
+    image: str = Field("", description="base64 image, with or without a data: URL prefix")
+
+
+class FileData(BaseModel):
+    data: str = Field(description="base64 image")
+    name: str = Field("", description="file name")
+
+
+class ExtrasBatchImagesRequest(ExtrasBaseRequest):
+    imageList: list[FileData] = Field(default_factory=list, max_length=MAX_INIT_IMAGES)
+
+
+class ExtrasSingleImageResponse(BaseModel):
+    html_info: str
+    image: str | None = None
+
+
+class ExtrasBatchImagesResponse(BaseModel):
+    html_info: str
+    images: list[str] = Field(default_factory=list)
 
 
 class PNGInfoRequest(_Request):
