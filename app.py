@@ -40,7 +40,7 @@ def build_app(args, runtime):
     """The FastAPI app: API routes (with --api) and the Gradio UI mounted at / (unless --nowebui)."""
     from fastapi import FastAPI
 
-    from modules import extensions, script_callbacks
+    from modules import page, script_callbacks
 
     demo = None
     app = FastAPI(title="Stable Diffusion web UI", docs_url="/docs" if args.api else None, redoc_url=None)
@@ -55,9 +55,11 @@ def build_app(args, runtime):
 
         demo = ui.create_ui(runtime)
         app = gr.mount_gradio_app(app, demo, path="/", auth=parse_auth(args.gradio_auth),
-                                  css=ui.CSS + extensions.css(), head=extensions.javascript_head(),
+                                  css=ui.CSS, head=page.head_html(runtime.paths.data_dir),
                                   server_name=bind_address(args), server_port=args.port, show_error=True)
+        page.add_routes(app, runtime.paths.data_dir, page.gradio_app_of(app))
     script_callbacks.app_started_callback(demo, app)
+    page.keep_page_mount_last(app)   # routes extensions added come before the page's catch-all mount
     return app
 
 

@@ -1,5 +1,5 @@
 """Extensions: folders ``<data dir>/extensions/<name>/`` with ``scripts/*.py`` (custom scripts and callbacks),
-optionally ``metadata.ini``, ``style.css`` and ``javascript/*.js``.
+optionally ``metadata.ini``, ``style.css`` and ``javascript/*.js`` (loaded into the page by ``modules.page``).
 
 - Discovery (``discover``): every folder not starting with ``.``; enabled unless listed in
   ``opts.disabled_extensions`` (by folder name) or ``--disable-all-extensions`` is given. ``install.py`` is never
@@ -228,29 +228,6 @@ def owner_of(filename: str | Path) -> ScriptFile | Extension | None:
         if path.is_relative_to(ext.path):
             return ext
     return None
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# UI assets
-# ---------------------------------------------------------------------------------------------------------------------
-def css() -> str:
-    """The ``style.css`` of every active extension, concatenated (for the page's css)."""
-    parts = []
-    for ext in active_extensions():
-        style = ext.path / "style.css"
-        if style.is_file():
-            parts.append(f"/* {ext.name}/style.css */\n{style.read_text(encoding='utf-8', errors='replace')}")
-    return "\n".join(parts)
-
-
-def javascript_head() -> str:
-    """``<script>`` tags with every active extension's ``javascript/*.js`` (for the page's head)."""
-    tags = []
-    for ext in active_extensions():
-        for js in sorted((ext.path / "javascript").glob("*.js")):
-            code = js.read_text(encoding="utf-8", errors="replace").replace("</script", "<\\/script")
-            tags.append(f"<script type=\"text/javascript\">/* {ext.name}/javascript/{js.name} */\n{code}\n</script>")
-    return "\n".join(tags)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
