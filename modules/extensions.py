@@ -234,10 +234,18 @@ def owner_of(filename: str | Path) -> ScriptFile | Extension | None:
 # Listing, enabling and disabling
 # ---------------------------------------------------------------------------------------------------------------------
 def api_list() -> list[dict[str, Any]]:
-    """``/sdapi/v1/extensions`` items: A1111's fields plus ``path``, ``status`` and ``problems``."""
-    return [{"name": ext.name, "remote": None, "branch": None, "commit_hash": None, "commit_date": None,
-             "version": "", "enabled": ext.enabled, "path": str(ext.path), "status": ext.status,
-             "problems": list(ext.problems)} for ext in extensions]
+    """``/sdapi/v1/extensions`` items: A1111's fields (git remote, branch and commit of extensions installed with
+    git) plus ``path``, ``status`` and ``problems``."""
+    from modules.extension_git import git_info
+
+    items = []
+    for ext in extensions:
+        git = git_info(ext.path)
+        items.append({"name": ext.name, "remote": git and git.remote, "branch": git and git.branch,
+                      "commit_hash": git and git.commit_hash, "commit_date": git and git.commit_date,
+                      "version": git.short_hash if git else "", "enabled": ext.enabled, "path": str(ext.path),
+                      "status": ext.status, "problems": list(ext.problems)})
+    return items
 
 
 def apply_enabled(opts: Any, enabled_names: Iterable[str]) -> str:

@@ -15,7 +15,7 @@ import gradio as gr
 from PIL import Image
 from pydantic import ValidationError
 
-from modules import extensions, page, script_callbacks
+from modules import extension_git, extensions, page, script_callbacks
 from modules import infotext as infotext_mod
 from modules.options import Options
 from modules.runtime import Runtime
@@ -720,7 +720,12 @@ def create_ui(runtime: Runtime) -> gr.Blocks:
                 with gr.Tab(title, id=elem_id, elem_id=f"tab_{elem_id}", render_children=True):
                     blocks.render()
             with gr.Tab("Extensions", id="extensions", elem_id="tab_extensions", render_children=True):
-                extensions.create_ui(runtime.opts)
+                with gr.Tabs(elem_id="tabs_extensions"):
+                    with gr.Tab("Installed", id="extensions_installed"):
+                        extensions.create_ui(runtime.opts)
+                        extension_git.create_update_ui(runtime)
+                    with gr.Tab("Install from URL", id="extensions_install_from_url"):
+                        extension_git.create_install_ui(runtime)
             with gr.Tab("Settings", id="settings", elem_id="tab_settings", render_children=True):
                 settings_tab(runtime, settings_json)
 
