@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 from PIL import Image
 
-from modules import extensions, script_callbacks
+from modules import a1111, extensions, script_callbacks
 from modules.paths import REPO_ROOT
 from modules.processing import GenerationError
 
@@ -461,6 +461,7 @@ def load_scripts(extensions_dir: Path | None, disabled_extensions: Iterable[str]
     runners ``scripts_txt2img`` / ``scripts_img2img``. Never runs an extension's ``install.py``."""
     global scripts_txt2img, scripts_img2img
     unload_scripts()
+    a1111.install()
     exts = extensions.discover(extensions_dir, disabled_extensions, disable_all_extensions)
     for path in extensions.builtin.script_files():
         _load_file(path, extensions.builtin)
