@@ -30,7 +30,7 @@ def build_app(args, runtime):
     the ``Host`` allow-list (the API and its docs behind ``--api-auth``, the UI behind its login)."""
     from fastapi import FastAPI
 
-    from modules import extensions, script_callbacks, shared
+    from modules import page, script_callbacks, shared
     from modules.api.middleware import HostAllowListMiddleware
 
     demo = None
@@ -47,12 +47,14 @@ def build_app(args, runtime):
         demo = ui.create_ui(runtime)
         shared.demo = demo
         app = gr.mount_gradio_app(app, demo, path="/", auth=ui_credentials(args) or None,
-                                  css=ui.CSS + extensions.css(), head=extensions.javascript_head(),
+                                  css=ui.CSS, head=page.head_html(runtime.paths.data_dir),
                                   server_name=bind_address(args), server_port=args.port, show_error=True)
+        page.add_routes(app, runtime.paths.data_dir, page.gradio_app_of(app))
     hosts = allowed_hosts(args)
     if hosts is not None:
         app.add_middleware(HostAllowListMiddleware, allowed=hosts)
     script_callbacks.app_started_callback(demo, app)
+    page.keep_page_mount_last(app)   # routes extensions added come before the page's catch-all mount
     return app
 
 

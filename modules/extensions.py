@@ -1,5 +1,5 @@
 """Extensions: folders ``<data dir>/extensions/<name>/`` with ``scripts/*.py`` (custom scripts and callbacks),
-optionally ``metadata.ini``, ``style.css`` and ``javascript/*.js``.
+optionally ``metadata.ini``, ``style.css`` and ``javascript/*.js`` (loaded into the page by ``modules.page``).
 
 - Discovery (``discover``): every folder not starting with ``.``; enabled unless listed in
   ``opts.disabled_extensions`` (by folder name) or ``--disable-all-extensions`` is given. ``preload.py`` and
@@ -246,36 +246,21 @@ def owner_of(filename: str | Path) -> ScriptFile | Extension | None:
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# UI assets
-# ---------------------------------------------------------------------------------------------------------------------
-def css() -> str:
-    """The ``style.css`` of every active extension, concatenated (for the page's css)."""
-    parts = []
-    for ext in active_extensions():
-        style = ext.path / "style.css"
-        if style.is_file():
-            parts.append(f"/* {ext.name}/style.css */\n{style.read_text(encoding='utf-8', errors='replace')}")
-    return "\n".join(parts)
-
-
-def javascript_head() -> str:
-    """``<script>`` tags with every active extension's ``javascript/*.js`` (for the page's head)."""
-    tags = []
-    for ext in active_extensions():
-        for js in sorted((ext.path / "javascript").glob("*.js")):
-            code = js.read_text(encoding="utf-8", errors="replace").replace("</script", "<\\/script")
-            tags.append(f"<script type=\"text/javascript\">/* {ext.name}/javascript/{js.name} */\n{code}\n</script>")
-    return "\n".join(tags)
-
-
-# ---------------------------------------------------------------------------------------------------------------------
 # Listing, enabling and disabling
 # ---------------------------------------------------------------------------------------------------------------------
 def api_list() -> list[dict[str, Any]]:
-    """``/sdapi/v1/extensions`` items: A1111's fields plus ``path``, ``status`` and ``problems``."""
-    return [{"name": ext.name, "remote": None, "branch": None, "commit_hash": None, "commit_date": None,
-             "version": "", "enabled": ext.enabled, "path": str(ext.path), "status": ext.status,
-             "problems": list(ext.problems)} for ext in extensions]
+    """``/sdapi/v1/extensions`` items: A1111's fields (git remote, branch and commit of extensions installed with
+    git) plus ``path``, ``status`` and ``problems``."""
+    from modules.extension_git import git_info
+
+    items = []
+    for ext in extensions:
+        git = git_info(ext.path)
+        items.append({"name": ext.name, "remote": git and git.remote, "branch": git and git.branch,
+                      "commit_hash": git and git.commit_hash, "commit_date": git and git.commit_date,
+                      "version": git.short_hash if git else "", "enabled": ext.enabled, "path": str(ext.path),
+                      "status": ext.status, "problems": list(ext.problems)})
+    return items
 
 
 def apply_enabled(opts: Any, enabled_names: Iterable[str]) -> str:

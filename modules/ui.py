@@ -15,7 +15,7 @@ import gradio as gr
 from PIL import Image
 from pydantic import ValidationError
 
-from modules import extensions, script_callbacks
+from modules import extension_git, extensions, page, script_callbacks
 from modules.a1111 import options as extension_options
 from modules import infotext as infotext_mod
 from modules.options import Options
@@ -299,7 +299,7 @@ def token_counter(runtime: Runtime, text: str, styles: list[str] | None = None, 
 def txt2img_tab(runtime: Runtime, native: int, samplers, schedulers) -> GenerationControls:
     c = GenerationControls("txt2img", native, samplers, schedulers, style_choices(runtime))
     with gr.Row():
-        with gr.Column():
+        with gr.Column(elem_id="txt2img_settings"):
             c.sampling()
             with gr.Accordion("Hires. fix", open=False):
                 hr = {"enable_hr": gr.Checkbox(label="Enable", value=False, elem_id="txt2img_enable_hr")}
@@ -314,7 +314,7 @@ def txt2img_tab(runtime: Runtime, native: int, samplers, schedulers) -> Generati
                                                elem_id="txt2img_hr_scale")
             c.size_batch_cfg_seed()
             c.script_controls()
-        with gr.Column():
+        with gr.Column(elem_id="txt2img_results"):
             c.outputs()
     c.wire_common(runtime)
 
@@ -334,7 +334,7 @@ def img2img_tab(runtime: Runtime, native: int, samplers, schedulers) -> tuple[Ge
     c = GenerationControls("img2img", native, samplers, schedulers, style_choices(runtime))
     w: dict[str, Any] = {}
     with gr.Row():
-        with gr.Column():
+        with gr.Column(elem_id="img2img_settings"):
             with gr.Tabs(elem_id="mode_img2img") as w["mode_tabs"]:
                 with gr.Tab("img2img", id="img2img_tab"):
                     w["init_img"] = gr.Image(label="Image for img2img", type="pil", elem_id="img2img_image",
@@ -369,7 +369,7 @@ def img2img_tab(runtime: Runtime, native: int, samplers, schedulers) -> tuple[Ge
             w["denoising_strength"] = gr.Slider(0, 1, value=0.75, step=0.01, label="Denoising strength",
                                                 elem_id="img2img_denoising_strength")
             c.script_controls()
-        with gr.Column():
+        with gr.Column(elem_id="img2img_results"):
             c.outputs()
     c.wire_common(runtime)
 
@@ -671,7 +671,8 @@ def _job_output(value: Any):
     return JobOutput(value=value)
 
 
-def settings_tab(runtime: Runtime) -> None:
+def settings_tab(runtime: Runtime, settings_json: gr.Textbox) -> None:
+    """The settings; Apply saves them and refreshes ``settings_json`` (the page's ``opts``)."""
     extension_options.register_extension_settings(force=True)     # runs the on_ui_settings callbacks
     fields = Options.model_fields
     widgets: dict[str, gr.components.Component] = {}
@@ -716,7 +717,8 @@ def settings_tab(runtime: Runtime) -> None:
             text += "".join(f"<div class='error-box'>{html.escape(e)}</div>" for e in errors)
         return text
 
-    apply.click(save, [widgets[n] for n in names], result)
+    apply.click(save, [widgets[n] for n in names], result).then(
+        lambda: page.options_json(runtime.opts), None, settings_json, queue=False, show_progress="hidden")
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -750,26 +752,34 @@ def create_ui(runtime: Runtime) -> gr.Blocks:
             return gr.update(choices=checkpoint_choices(runtime))
 
         ckpt.input(change_checkpoint, ckpt, [ckpt, ckpt_status], concurrency_limit=1)
+        # every setting as JSON for the page's `opts` (javascript/webui.js reads it); filled on each page load
+        settings_json = gr.Textbox(lambda: page.options_json(runtime.opts), visible="hidden",
+                                   elem_id="settings_json")
         refresh.click(refresh_checkpoints, None, ckpt, queue=False)
 
         with gr.Tabs(elem_id="tabs") as tabs:
-            with gr.Tab("txt2img", id="txt2img"):
+            with gr.Tab("txt2img", id="txt2img", elem_id="tab_txt2img", render_children=True):
                 t2i = txt2img_tab(runtime, native, samplers, schedulers)
-            with gr.Tab("img2img", id="img2img"):
+            with gr.Tab("img2img", id="img2img", elem_id="tab_img2img", render_children=True):
                 i2i, i2i_w = img2img_tab(runtime, native, samplers, schedulers)
-            with gr.Tab("Extras", id="extras"):
+            with gr.Tab("Extras", id="extras", elem_id="tab_extras", render_children=True):
                 extras_tab(runtime)
-            with gr.Tab("PNG Info", id="pnginfo"):
+            with gr.Tab("PNG Info", id="pnginfo", elem_id="tab_pnginfo", render_children=True):
                 png = pnginfo_tab()
-            with gr.Tab("Train", id="train"):
+            with gr.Tab("Train", id="train", elem_id="tab_train", render_children=True):
                 train_sizes = train_tab(runtime)
             for blocks, title, elem_id in script_callbacks.ui_tabs_callback():
-                with gr.Tab(title, id=elem_id):
+                with gr.Tab(title, id=elem_id, elem_id=f"tab_{elem_id}", render_children=True):
                     blocks.render()
-            with gr.Tab("Extensions", id="extensions"):
-                extensions.create_ui(runtime.opts)
-            with gr.Tab("Settings", id="settings"):
-                settings_tab(runtime)
+            with gr.Tab("Extensions", id="extensions", elem_id="tab_extensions", render_children=True):
+                with gr.Tabs(elem_id="tabs_extensions"):
+                    with gr.Tab("Installed", id="extensions_installed"):
+                        extensions.create_ui(runtime.opts)
+                        extension_git.create_update_ui(runtime)
+                    with gr.Tab("Install from URL", id="extensions_install_from_url"):
+                        extension_git.create_install_ui(runtime)
+            with gr.Tab("Settings", id="settings", elem_id="tab_settings", render_children=True):
+                settings_tab(runtime, settings_json)
 
         _wire_mode_tracking(i2i_w)  # img2img sub-mode follows the selected sub-tab
 

@@ -1,4 +1,4 @@
-"""Extension discovery, order, containment of broken extensions, UI assets, the Extensions tab and the example."""
+"""Extension discovery, order, containment of broken extensions, the Extensions tab and the example."""
 from __future__ import annotations
 
 import shutil
@@ -11,7 +11,7 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from modules import extensions, script_callbacks, scripts
+from modules import extensions, page, script_callbacks, scripts
 from modules.options import Options
 from modules.paths import REPO_ROOT
 from tests.test_scripts import make_p
@@ -220,19 +220,8 @@ def test_disable_all_extensions_loads_only_builtins(ext_dir):
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# UI assets, Extensions tab, API list
+# Extensions tab, API list
 # ---------------------------------------------------------------------------------------------------------------------
-def test_css_and_javascript_of_active_extensions(ext_dir):
-    write_extension(ext_dir, "styled", files={"style.css": ".a {color: red}", "javascript/b.js": "let b = 1;",
-                                              "javascript/a.js": "let a = '</script>';"})
-    write_extension(ext_dir, "off", files={"style.css": ".off {}"})
-    extensions.discover(ext_dir, disabled=["off"])
-    assert ".a {color: red}" in extensions.css() and ".off" not in extensions.css()
-    head = extensions.javascript_head()
-    assert head.index("let a") < head.index("let b")
-    assert "<\\/script>" in head and head.count("<script") == 2
-
-
 def test_extensions_tab_and_enabling(ext_dir, tmp_path):
     for name in ("one", "two"):
         write_extension(ext_dir, name)
@@ -258,7 +247,8 @@ def test_example_extension_loads_and_works(ext_dir, tiny_sd1_model):
     scripts.load_scripts(ext_dir)
     runner = scripts.scripts_txt2img
     assert "example: mirror" in scripts.api_scripts_list()["txt2img"]
-    assert "font-style: italic" in extensions.css() and "example-extension loaded" in extensions.javascript_head()
+    assert [f.name for f in page.script_files()][-1] == "example.js"
+    assert page.style_files(ext_dir) == [(ext_dir / "example-extension" / "style.css").resolve()]
 
     suffixed = runner.run_from_api(make_p(tiny_sd1_model), None, [],
                                    {"Example: prompt suffix": {"args": [True, "on a blue background"]}})
