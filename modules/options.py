@@ -30,6 +30,7 @@ class Options(BaseModel):
     randn_source: Literal["CPU"] = Field("CPU", description="Random number generator source (noise is always made on the CPU so seeds reproduce on every device)")
     eta_noise_seed_delta: int = Field(0, ge=0, description="Eta noise seed delta (ENSD)")
     initial_noise_multiplier: float = Field(1.0, ge=0.0, le=1.5, description="Noise multiplier for img2img")
+    tiling: bool = Field(False, description="Tiling (images that tile seamlessly; a request's tiling wins)")
     img2img_fix_steps: bool = Field(False, description="With img2img, do exactly the amount of steps the slider specifies")
     # Sampler parameters
     eta_ancestral: float = Field(1.0, ge=0.0, le=1.0, description="Eta for k-diffusion samplers")
@@ -61,6 +62,9 @@ class Options(BaseModel):
     # Live previews / UI
     live_previews_enable: bool = Field(True, description="Show live previews of the created image")
     show_progress_every_n_steps: int = Field(5, ge=-1, le=32, description="Live preview display period (steps)")
+    show_progress_type: Literal["Full", "Approx NN", "Approx cheap", "TAESD"] = Field(
+        "Approx cheap", description="Live preview method (Full: VAE decode on a background thread; Approx cheap: "
+        "linear map, nearly free; TAESD / Approx NN: the tiny VAE from models/VAE-approx when installed, else cheap)")
     interrupt_after_current: bool = Field(True, description="Don't Interrupt in the middle")
     quicksettings_list: list[str] = Field(default_factory=lambda: ["sd_model_checkpoint"], description="Quicksettings list")
     # Limits that protect the machine (modules.limits); a job over one is refused with a message naming it.

@@ -49,6 +49,11 @@ class Paths:
         return self.data_dir / "configs"
 
     @property
+    def vae_approx_dir(self) -> Path:
+        """Live-preview approximations (TAESD as diffusers ``AutoencoderTiny`` folders), as A1111's VAE-approx."""
+        return self.data_dir / "models" / "VAE-approx"
+
+    @property
     def history_db(self) -> Path:
         return self.data_dir / "history.sqlite3"
 

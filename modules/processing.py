@@ -15,12 +15,13 @@ when an extension builds a ``p`` without them, the app's current ones are used (
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import torch
@@ -28,8 +29,8 @@ from PIL import Image, ImageOps
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 from tqdm.auto import tqdm
 
-from modules import (conditioning, extra_networks, images, infotext, limits, masking, rng, script_callbacks,
-                     sd_samplers, styles)
+from modules import (conditioning, extra_networks, images, infotext, limits, live_previews, masking, rng,
+                     script_callbacks, sd_samplers, styles)
 from modules.options import Options
 from modules.progress import JobState
 
@@ -99,6 +100,7 @@ class StableDiffusionProcessing(BaseModel):
     script_args: list[Any] = Field(default_factory=list, exclude=True)
     prompt_resources: Any = Field(None, exclude=True)  # extra_networks.PromptResources: styles, embeddings, LoRA
     upscalers: Any = Field(None, exclude=True)  # upscalers.UpscalerRegistry: hires fix's pixel upscalers
+    _unfinished: bool = PrivateAttr(False)  # the batch being sampled was interrupted before its last step
 
     @field_validator("width", "height")
     @classmethod
@@ -247,6 +249,8 @@ class StableDiffusionProcessingTxt2Img(StableDiffusionProcessing):
         image_cond = _blank_inpaint_conditioning(model, latents) if model.is_inpaint else None
         latents = sample(model, scheduler, latents, scheduler.timesteps, conds, unconds, self,
                          generators=step_generators(self, seeds, shape), image_conditioning=image_cond)
+        if self.enable_hr and self.state.interrupted:
+            self._unfinished = True  # interrupted before its hires pass
         if not self.enable_hr or self.state.interrupted:
             return latents
         return self.hires_pass(model, latents, seeds, subseeds)
@@ -543,8 +547,12 @@ def _process(p: StableDiffusionProcessing) -> Processed:
     infotexts: list[str] = []
     files: list[str] = []
     timings = {"sampling": 0.0, "decode": 0.0, "save": 0.0}
-    with torch.inference_mode():
+    if p.tiling is None:
+        p.tiling = bool(getattr(opts, "tiling", False))
+    with torch.inference_mode(), circular_padding(model, p.tiling):
         for n in range(p.n_iter):
+            if state.stopping_generation and n > 0:
+                state.interrupted = True  # "Don't Interrupt in the middle": stopped after the image it was making
             if state.interrupted:
                 break
             p.iteration = n
@@ -556,8 +564,12 @@ def _process(p: StableDiffusionProcessing) -> Processed:
             _run_hook(p, "process_batch", batch_number=n, prompts=p.all_prompts[batch], seeds=seeds,
                       subseeds=subseeds)
             t = time.perf_counter()
+            p._unfinished = False
             latents = p.sample_batch(model, conds, unconds, seeds, subseeds)
             timings["sampling"] += time.perf_counter() - t
+            if p._unfinished:
+                log.info("%s: batch %d interrupted before its last step; nothing saved for it", p.tab, n + 1)
+                break
             if state.skipped and not state.interrupted:
                 state.skipped = False
             t = time.perf_counter()
@@ -605,6 +617,24 @@ def _process(p: StableDiffusionProcessing) -> Processed:
     log.info("%s: %d image(s) in %.2fs (sampling %.2fs, decode %.2fs, save %.2fs)", p.tab, len(infotexts),
              timings["total"], timings["sampling"], timings["decode"], timings["save"])
     return processed
+
+
+@contextlib.contextmanager
+def circular_padding(model: Any, enabled: bool) -> Iterator[None]:
+    """Tiling: every Conv2d of the UNet and the VAE pads circularly for this job (the picture wraps around at its
+    edges, so it tiles seamlessly); the modules' own padding modes are restored afterwards."""
+    if not enabled:
+        yield
+        return
+    convs = [m for part in (model.unet, model.vae) for m in part.modules() if isinstance(m, torch.nn.Conv2d)]
+    before = [m.padding_mode for m in convs]
+    for m in convs:
+        m.padding_mode = "circular"
+    try:
+        yield
+    finally:
+        for m, mode in zip(convs, before):
+            m.padding_mode = mode
 
 
 def _check_size(p: StableDiffusionProcessing, model: Any) -> None:
@@ -695,11 +725,13 @@ def sample(model: Any, scheduler, latents: torch.Tensor, timesteps: torch.Tensor
     """The denoising loop: CFG over (AND-)conditionings, per-step prompt schedules, interrupt/skip, previews."""
     state: JobState = p.state
     state.sampling_steps = len(timesteps)
-    preview_every = p.opts.show_progress_every_n_steps if p.opts.live_previews_enable else -1
+    previews = live_previews.Previewer(model, p.opts, state, (p.width, p.height), _vae_approx_dir(p))
     step_kwargs = {"generator": generators} if _accepts_generator(scheduler) else {}
     for i, t in enumerate(tqdm(timesteps, desc=f"{p.tab} {p.iteration + 1}/{p.n_iter}", leave=False,
                                disable=len(timesteps) <= 1)):
         if state.interrupted or state.skipped:
+            if state.interrupted:
+                p._unfinished = True  # a half-denoised batch: not an image to save or count as done
             break
         x_in = scheduler.scale_model_input(latents, t)
         if image_conditioning is not None:
@@ -713,9 +745,15 @@ def sample(model: Any, scheduler, latents: torch.Tensor, timesteps: torch.Tensor
                 init_latents = scheduler.add_noise(init_latents, noise, timesteps[i + 1:i + 2])
             latents = init_latents * (1 - mask) + latents * mask
         state.sampling_step = i + 1
-        if preview_every > 0 and (i + 1) % preview_every == 0 and i + 1 < len(timesteps):
-            state.set_current_image(preview_image(model, latents))
+        previews.step(i, len(timesteps), latents)
+    previews.finish()
     return latents
+
+
+def _vae_approx_dir(p: StableDiffusionProcessing):
+    from modules.paths import Paths
+
+    return Paths.from_args(data_dir=p.data_dir).vae_approx_dir
 
 
 def _accepts_generator(scheduler) -> bool:
@@ -819,25 +857,6 @@ def decode_latents(model: Any, latents: torch.Tensor) -> list[Image.Image]:
 def to_pil(x: torch.Tensor) -> list[Image.Image]:
     arr = ((x.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
     return [Image.fromarray(a) for a in arr]
-
-
-# Cheap latent -> RGB approximations (a linear map per latent channel) for live previews of large SD images.
-_APPROX_RGB = {
-    "sd1": [[0.298, 0.207, 0.208], [0.187, 0.286, 0.173], [-0.158, 0.189, 0.264], [-0.184, -0.271, -0.473]],
-    "sdxl": [[0.3920, 0.4054, 0.4549], [-0.2634, -0.0196, 0.0653], [0.0568, 0.1687, -0.0755], [-0.3112, -0.2359, -0.2076]],
-}
-_APPROX_RGB["sd2"] = _APPROX_RGB["sd1"]
-_APPROX_RGB["sdxl-refiner"] = _APPROX_RGB["sdxl"]
-
-
-def preview_image(model: Any, latents: torch.Tensor) -> Image.Image:
-    """A preview of the first image: a real VAE decode when it is cheap (small latents), else a linear approximation."""
-    lat = latents[:1]
-    if lat.shape[-1] * lat.shape[-2] <= 32 * 32 or model.family not in _APPROX_RGB:
-        return decode_latents(model, lat)[0]
-    coeffs = torch.tensor(_APPROX_RGB[model.family], dtype=lat.dtype, device=lat.device)
-    rgb = torch.einsum("bchw,cr->brhw", lat, coeffs)
-    return to_pil(rgb)[0]
 
 
 def _blank_inpaint_conditioning(model: Any, latents: torch.Tensor) -> torch.Tensor:

@@ -21,6 +21,7 @@ class JobState:
     time_start: float | None = None
     interrupted: bool = False
     skipped: bool = False
+    stopping_generation: bool = False  # A1111: stop after the image being made ("Don't Interrupt in the middle")
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     # -- control, callable from any thread -------------------------------------------------------------------------
@@ -30,12 +31,25 @@ class JobState:
     def skip(self) -> None:
         self.skipped = True
 
+    def stop_generating(self) -> None:
+        """Finish the image (batch) being made, then stop: the rest of the job is not started."""
+        self.stopping_generation = True
+
+    def interrupt_button(self, after_current: bool) -> str:
+        """The Interrupt button as A1111 with ``interrupt_after_current``: with more than one image to make, the first
+        press stops after the current image and a second press stops at once. Returns what will happen, in words."""
+        if after_current and self.job_count > 1 and not self.stopping_generation and not self.interrupted:
+            self.stop_generating()
+            return "Generation will stop after this image; press Interrupt again to stop at once."
+        self.interrupt()
+        return "Interrupted."
+
     # -- driven by the generation loop -----------------------------------------------------------------------------
     def begin(self, job: str = "", job_count: int = 1) -> None:
         with self._lock:
             self.job, self.job_no, self.job_count = job, 0, job_count
             self.sampling_step = self.sampling_steps = 0
-            self.interrupted = self.skipped = False
+            self.interrupted = self.skipped = self.stopping_generation = False
             self.current_image, self.current_image_sampling_step, self.textinfo = None, 0, None
             self.time_start = time.time()
 
@@ -50,10 +64,10 @@ class JobState:
             self.sampling_step = 0
             self.skipped = False
 
-    def set_current_image(self, image: Any) -> None:
+    def set_current_image(self, image: Any, step: int | None = None) -> None:
         with self._lock:
             self.current_image = image
-            self.current_image_sampling_step = self.sampling_step
+            self.current_image_sampling_step = self.sampling_step if step is None else step
             self.id_live_preview += 1
 
     @property

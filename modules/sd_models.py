@@ -36,7 +36,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file
 
-from modules import sd_vae
+from modules import live_previews, sd_vae
 from modules.ldm_convert import Family
 from modules.options import Options
 from modules.paths import CONFIGS_DIR, Paths
@@ -658,6 +658,7 @@ class ModelManager:
             except CheckpointLoadError as e:
                 log.error("%s; using the checkpoint's own VAE", e)
                 self._apply_vae_choice(model, sd_vae.NONE)
+            live_previews.prepare(model)  # the cheap preview map of this VAE, fitted once (milliseconds)
             with self._state_lock:
                 self._loaded[info.filename] = model
                 self._loaded.move_to_end(info.filename)
@@ -782,6 +783,7 @@ class ModelManager:
         with self._load_lock:
             if (model := self.current) is not None:
                 self._apply_vae_choice(model, choice or self.opts.sd_vae)
+                live_previews.prepare(model)
 
     def _apply_vae_choice(self, model: SDModel, choice: str) -> None:
         checkpoint = Path(model.sd_checkpoint_info.filename)
