@@ -29,7 +29,7 @@ from PIL import Image, ImageOps
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 from tqdm.auto import tqdm
 
-from modules import (conditioning, extra_networks, images, infotext, limits, live_previews, masking, rng,
+from modules import (conditioning, extra_networks, guidance, images, infotext, limits, live_previews, masking, rng,
                      script_callbacks, sd_samplers, styles)
 from modules.options import Options
 from modules.progress import JobState
@@ -73,6 +73,9 @@ class StableDiffusionProcessing(BaseModel):
     n_iter: int = Field(1, ge=1, le=1000)
     steps: int = Field(20, ge=1, le=1000)
     cfg_scale: int | float = Field(7.0, ge=0.0, le=100.0)  # an int stays an int: the infotext shows what was asked
+    guidance_rescale: float = Field(0.0, ge=0.0, le=1.0)  # CFG rescale φ (modules.guidance)
+    dynamic_thresholding: float = Field(0.0, ge=0.0, le=1.0)  # percentile as a fraction, 0 = off (modules.guidance)
+    dynamic_thresholding_mimic_scale: float = Field(guidance.DEFAULT_MIMIC_SCALE, ge=1.0, le=100.0)
     width: int = Field(512, ge=8, le=MAX_SIDE)
     height: int = Field(512, ge=8, le=MAX_SIDE)
     restore_faces: bool | None = None
@@ -109,7 +112,15 @@ class StableDiffusionProcessing(BaseModel):
             raise ValueError(f"{info.field_name} must be a multiple of 8 (got {v})")
         return v
 
-    @field_validator("cfg_scale", "subseed_strength", "eta", "s_churn", "s_tmax", "s_tmin", "s_noise")
+    @field_validator("dynamic_thresholding")
+    @classmethod
+    def _percentile(cls, v: float) -> float:
+        if v and v < 0.5:
+            raise ValueError(f"dynamic_thresholding is the percentile of |x0| kept, in [0.5, 1] (0 = off); got {v}")
+        return v
+
+    @field_validator("cfg_scale", "subseed_strength", "eta", "s_churn", "s_tmax", "s_tmin", "s_noise",
+                     "guidance_rescale", "dynamic_thresholding", "dynamic_thresholding_mimic_scale")
     @classmethod
     def _finite(cls, v: float | None, info) -> float | None:
         if v is not None and not math.isfinite(v):
@@ -541,6 +552,7 @@ def _process(p: StableDiffusionProcessing) -> Processed:
     styles.apply_styles(p)
     limits.check_job(p, opts)
     p.init(model)
+    p.extra_generation_params.update(guidance.Guidance.of(p, model).infotext_params())
     _run_hook(p, "process")
     state.job_count = max(state.job_count, p.n_iter)
     outputs: list[Image.Image] = []
@@ -727,6 +739,7 @@ def sample(model: Any, scheduler, latents: torch.Tensor, timesteps: torch.Tensor
     state.sampling_steps = len(timesteps)
     previews = live_previews.Previewer(model, p.opts, state, (p.width, p.height), _vae_approx_dir(p))
     step_kwargs = {"generator": generators} if _accepts_generator(scheduler) else {}
+    adjust = guidance.Guidance.of(p, model)
     for i, t in enumerate(tqdm(timesteps, desc=f"{p.tab} {p.iteration + 1}/{p.n_iter}", leave=False,
                                disable=len(timesteps) <= 1)):
         if state.interrupted or state.skipped:
@@ -737,7 +750,8 @@ def sample(model: Any, scheduler, latents: torch.Tensor, timesteps: torch.Tensor
         if image_conditioning is not None:
             x_in = torch.cat([x_in, image_conditioning], dim=1)
         noise_pred = cfg_denoise(model, x_in, t, conds.at_step(i), unconds.at_step(i), p.cfg_scale,
-                                 (p.height, p.width), step=i, total_steps=len(timesteps), scheduler=scheduler)
+                                 (p.height, p.width), step=i, total_steps=len(timesteps), scheduler=scheduler,
+                                 adjust=adjust)
         latents = scheduler.step(noise_pred, t, latents, **step_kwargs).prev_sample
         if inpaint is not None:
             mask, init_latents, noise = inpaint
@@ -764,9 +778,10 @@ def _accepts_generator(scheduler) -> bool:
 
 def cfg_denoise(model: Any, x: torch.Tensor, t: torch.Tensor, cond_parts: list[list[tuple[Any, float]]],
                 unconds: list[list[tuple[Any, float]]], cfg_scale: float, size: tuple[int, int], *, step: int = 0,
-                total_steps: int = 0, scheduler: Any = None) -> torch.Tensor:
+                total_steps: int = 0, scheduler: Any = None, adjust: guidance.Guidance | None = None) -> torch.Tensor:
     """One UNet call for every AND part of every image plus the negatives, combined as composable diffusion:
-    ``uncond + Σ wᵢ·cfg·(condᵢ − uncond)``. Registered ``script_callbacks.on_cfg_*`` callbacks see (and may replace)
+    ``uncond + Σ wᵢ·cfg·(condᵢ − uncond)``, then ``adjust`` (CFG rescale, dynamic thresholding). Registered
+    ``script_callbacks.on_cfg_*`` callbacks see (and may replace)
     the UNet's inputs, its output and the combined prediction of sampling step ``step`` of ``total_steps``."""
     xs, conds_flat = [], []
     for i, parts in enumerate(cond_parts):
@@ -798,6 +813,9 @@ def cfg_denoise(model: Any, x: torch.Tensor, t: torch.Tensor, cond_parts: list[l
         for _, weight in parts:
             result[i] += (out_cond[k] - out_uncond[i]) * (weight * cfg_scale)
             k += 1
+    if adjust is not None and adjust.active:
+        sigma = _step_sigma(scheduler, t).to(x.device) if scheduler is not None else None
+        result = adjust.apply(result, out_uncond, cfg_scale, x, sigma)
     return _after_cfg_callbacks(result, step, total_steps) if hooked else result
 
 

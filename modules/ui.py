@@ -179,6 +179,16 @@ class GenerationControls:
                 self.n_iter = gr.Slider(1, 100, value=1, step=1, label="Batch count", elem_id=f"{self.tab}_batch_count")
                 self.batch_size = gr.Slider(1, 8, value=1, step=1, label="Batch size", elem_id=f"{self.tab}_batch_size")
         self.cfg_scale = gr.Slider(1.0, 30.0, value=7.0, step=0.5, label="CFG Scale", elem_id=f"{self.tab}_cfg_scale")
+        with gr.Accordion("High CFG without burned colours", open=False, elem_id=f"{self.tab}_guidance_accordion"):
+            with gr.Row():
+                self.guidance_rescale = gr.Slider(0.0, 1.0, value=0.0, step=0.05, label="CFG rescale φ (0 = off)",
+                                                  elem_id=f"{self.tab}_guidance_rescale")
+                self.dynamic_thresholding = gr.Slider(
+                    0.0, 1.0, value=0.0, step=0.005, label="Dynamic thresholding percentile (0 = off, else 0.5-1)",
+                    elem_id=f"{self.tab}_dynamic_thresholding")
+                self.dynamic_thresholding_mimic_scale = gr.Slider(
+                    1.0, 30.0, value=7.0, step=0.5, label="Dynamic thresholding mimic CFG scale",
+                    elem_id=f"{self.tab}_dynamic_thresholding_mimic_scale")
         with gr.Row():
             self.seed = gr.Number(value=-1, label="Seed", precision=0, elem_id=f"{self.tab}_seed")
             self.random_seed = gr.Button("🎲", elem_id=f"{self.tab}_random_seed", scale=0, min_width=40)
@@ -209,7 +219,10 @@ class GenerationControls:
         return {"prompt": self.prompt, "negative_prompt": self.negative_prompt, "styles": self.styles,
                 "sampler_name": self.sampler_name, "scheduler": self.scheduler, "steps": self.steps,
                 "width": self.width, "height": self.height, "n_iter": self.n_iter, "batch_size": self.batch_size,
-                "cfg_scale": self.cfg_scale, "seed": self.seed, "subseed": self.subseed,
+                "cfg_scale": self.cfg_scale, "guidance_rescale": self.guidance_rescale,
+                "dynamic_thresholding": self.dynamic_thresholding,
+                "dynamic_thresholding_mimic_scale": self.dynamic_thresholding_mimic_scale,
+                "seed": self.seed, "subseed": self.subseed,
                 "subseed_strength": self.subseed_strength, "seed_resize_from_w": self.seed_resize_from_w,
                 "seed_resize_from_h": self.seed_resize_from_h}
 
@@ -220,6 +233,8 @@ class GenerationControls:
                     styles=list(v["styles"] or []), sampler_name=v["sampler_name"], scheduler=v["scheduler"],
                     steps=int(v["steps"]), width=int(v["width"]), height=int(v["height"]), n_iter=int(v["n_iter"]),
                     batch_size=int(v["batch_size"]), cfg_scale=_number(v["cfg_scale"]),
+                    guidance_rescale=float(v["guidance_rescale"]), dynamic_thresholding=float(v["dynamic_thresholding"]),
+                    dynamic_thresholding_mimic_scale=float(v["dynamic_thresholding_mimic_scale"]),
                     seed=int(v["seed"]) if v["seed"] is not None else -1,
                     subseed=int(v["subseed"]) if v["subseed"] is not None else -1,
                     subseed_strength=float(v["subseed_strength"]),
@@ -448,7 +463,7 @@ def pnginfo_tab() -> dict[str, Any]:
 def paste_fields(c: GenerationControls) -> tuple[list, Any]:
     """Widgets and a function that fill them from an infotext (PNG Info → txt2img/img2img)."""
     targets = [c.prompt, c.negative_prompt, c.steps, c.sampler_name, c.scheduler, c.cfg_scale, c.seed, c.width,
-               c.height]
+               c.height, c.guidance_rescale, c.dynamic_thresholding, c.dynamic_thresholding_mimic_scale]
 
     def fill(text: str):
         if not text:
@@ -464,7 +479,10 @@ def paste_fields(c: GenerationControls) -> tuple[list, Any]:
 
         return [params.get("Prompt", ""), params.get("Negative prompt", ""), num("Steps", int),
                 params.get("Sampler", gr.update()), params.get("Schedule type", "Automatic"), num("CFG scale", float),
-                num("Seed", int), num("Size-1", int), num("Size-2", int)]
+                num("Seed", int), num("Size-1", int), num("Size-2", int),
+                num("CFG rescale", float) if "CFG rescale" in params else 0.0,
+                num("Dynamic thresholding", float) if "Dynamic thresholding" in params else 0.0,
+                num("Dynamic thresholding mimic scale", float)]
 
     return targets, fill
 

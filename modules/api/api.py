@@ -49,7 +49,9 @@ _INFOTEXT_FIELDS = {"Prompt": "prompt", "Negative prompt": "negative_prompt", "S
                     "Sampler": "sampler_name", "Schedule type": "scheduler", "CFG scale": "cfg_scale", "Seed": "seed",
                     "Size-1": "width", "Size-2": "height", "Variation seed": "subseed",
                     "Variation seed strength": "subseed_strength", "Seed resize from-1": "seed_resize_from_w",
-                    "Seed resize from-2": "seed_resize_from_h", "Denoising strength": "denoising_strength"}
+                    "Seed resize from-2": "seed_resize_from_h", "Denoising strength": "denoising_strength",
+                    "CFG rescale": "guidance_rescale", "Dynamic thresholding": "dynamic_thresholding",
+                    "Dynamic thresholding mimic scale": "dynamic_thresholding_mimic_scale"}
 
 
 def _field_error(loc: tuple[str | int, ...], msg: str, status: int = 422) -> HTTPException:

@@ -57,6 +57,14 @@ class GenerationRequest(_Request):
     n_iter: int | None = Field(1, ge=1, le=MAX_N_ITER)
     steps: int | None = Field(50, ge=1, le=MAX_STEPS)
     cfg_scale: float | None = Field(7.0, ge=0.0, le=100.0, allow_inf_nan=False)
+    guidance_rescale: float | None = Field(0.0, ge=0.0, le=1.0, allow_inf_nan=False,
+                                           description="CFG rescale φ: 0 = off, 0.7 typical")
+    dynamic_thresholding: float | None = Field(0.0, ge=0.0, le=1.0, allow_inf_nan=False,
+                                               description="dynamic thresholding percentile of |x0| in [0.5, 1] "
+                                                           "(0.995 typical); 0 = off")
+    dynamic_thresholding_mimic_scale: float | None = Field(7.0, ge=1.0, le=100.0, allow_inf_nan=False,
+                                                           description="CFG scale whose x0 range the thresholded "
+                                                                       "prediction is rescaled to")
     width: int | None = Field(None, ge=SIZE_MULTIPLE, le=MAX_SIDE, multiple_of=SIZE_MULTIPLE, description=NATIVE)
     height: int | None = Field(None, ge=SIZE_MULTIPLE, le=MAX_SIDE, multiple_of=SIZE_MULTIPLE, description=NATIVE)
     restore_faces: bool | None = None
