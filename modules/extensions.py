@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
-from modules.a1111 import lifecycle
+from modules.a1111 import lifecycle, missing
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +85,7 @@ class Extension:
         """Record ``exc`` (raised in ``where``), log it with the extension's name and file, and switch the extension
         off unless ``switch_off`` is False (a file that failed to import: only that file is left out)."""
         switch_off = switch_off and not self.is_builtin
-        failure = Failure(self.name, str(file or self.path), where, f"{type(exc).__name__}: {exc}")
+        failure = Failure(self.name, str(file or self.path), where, missing.describe(exc))
         log.error("Extension %r (%s) failed in %s%s: %s\n%s", self.name, failure.file, where,
                   " and is disabled for the rest of the run" if switch_off else "", failure.error,
                   "".join(traceback.format_exception(exc)).rstrip())

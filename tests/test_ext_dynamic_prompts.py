@@ -9,7 +9,6 @@ from __future__ import annotations
 import base64
 import io
 import json
-import shutil
 from pathlib import Path
 
 import pytest
@@ -24,11 +23,10 @@ from modules.options import Options
 from modules.runtime import Runtime
 from modules.sd_models import ModelManager
 from tests.fixtures_models import SHIPPED, paths_with_shipped_models
+from tests.third_party import A1111_EXTENSIONS
+from tests.third_party import install_extension as copy_extension
 
-THIRD_PARTY = Path(__file__).resolve().parents[2] / "shared" / "third-party" / "a1111-extensions"
-if not THIRD_PARTY.is_dir():    # the worktree layout: <root>/wt/<branch>/tests
-    THIRD_PARTY = Path(__file__).resolve().parents[3] / "shared" / "third-party" / "a1111-extensions"
-SOURCE = THIRD_PARTY / "sd-dynamic-prompts"
+SOURCE = A1111_EXTENSIONS / "sd-dynamic-prompts"
 TITLE = "Dynamic Prompts v2.17.1"
 
 pytestmark = pytest.mark.skipif(not SHIPPED or not SOURCE.is_dir(), reason="needs the default model and test data")
@@ -37,10 +35,7 @@ pytestmark = pytest.mark.skipif(not SHIPPED or not SOURCE.is_dir(), reason="need
 def install_extension(extensions_dir: Path) -> Path:
     """Copy the extension as a user would. The test data left out ``jinja_help.html`` (help text its UI shows in an
     accordion; upstream has it at the extension's root): a stand-in is written when it is missing."""
-    folder = extensions_dir / "sd-dynamic-prompts"
-    shutil.copytree(SOURCE, folder)
-    for path in [folder, *folder.rglob("*")]:
-        path.chmod(path.stat().st_mode | 0o200)        # the test data is read-only
+    folder = copy_extension("sd-dynamic-prompts", extensions_dir)
     help_file = folder / "jinja_help.html"
     if not help_file.exists():
         help_file.write_text("<p>Jinja2 templates (help text left out of the test data)</p>", encoding="utf-8")

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.abc
+import re
 import sys
 from types import ModuleType
 
@@ -49,3 +50,16 @@ def install_package_getattr(package: ModuleType) -> None:
             raise ImportError(f"cannot import name {name!r} from {package.__name__!r}: {e}", name=name) from None
 
     package.__getattr__ = __getattr__
+
+
+_CANNOT_IMPORT = re.compile(r"cannot import name '([^']+)' from '((?:modules(?:\.\w+)*)|launch)'")
+
+
+def describe(exc: BaseException) -> str:
+    """``exc`` as an extension's failure report shows it. Python's ``from modules.x import name`` error drops the
+    module's own message, so an A1111 name missing from one of the app's modules is named here again."""
+    text = f"{type(exc).__name__}: {exc}"
+    match = _CANNOT_IMPORT.search(str(exc)) if isinstance(exc, ImportError) else None
+    if match and NOTE not in text:
+        text += f" ({NOTE})"
+    return text
