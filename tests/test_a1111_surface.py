@@ -19,18 +19,15 @@ from modules.options import Options
 from modules.paths import Paths
 from modules.progress import JobState
 from modules.runtime import Runtime
-from tests.test_extensions import write_extension
+from tests.test_extensions import ext_dir, write_extension  # noqa: F401 - ext_dir is a fixture
 from tests.test_scripts import make_p
 from tests.third_party import A1111_EXTENSIONS, install_extension
 
 
-@pytest.fixture
-def ext_dir(tmp_path):
-    root = tmp_path / "extensions"
-    root.mkdir()
-    yield root
-    scripts.unload_scripts()
-    extensions.discover(None)
+@pytest.fixture(autouse=True)
+def forget_a1111_state():
+    """What a test registered through the A1111 surface (``ext_dir`` unloads the scripts)."""
+    yield
     a1111_options.forget_registered()
     lifecycle.problems.clear()
     shared.bind(None)
@@ -138,19 +135,15 @@ def save_index(demo: gr.Blocks) -> int:
 def test_onchange_runs_when_the_option_changes(tmp_path):
     bind_runtime(tmp_path)
     seen = []
-    try:
-        shared.opts.add_option("myext_mode", shared.OptionInfo("a", "Mode", onchange=lambda: seen.append(
-            shared.opts.myext_mode)))
-        assert shared.opts.set("myext_mode", "b") and not shared.opts.set("myext_mode", "b")
-        assert seen == ["b"]
-        shared.opts.onchange("samples_format", lambda: seen.append(shared.opts.samples_format), call=False)
-        shared.opts.set("samples_format", "jpg")
-        assert seen == ["b", "jpg"]
-        with pytest.raises(ValueError, match="samples_format"):
-            shared.opts.set("samples_format", "bmp")
-    finally:
-        a1111_options.forget_registered()
-        shared.bind(None)
+    shared.opts.add_option("myext_mode", shared.OptionInfo("a", "Mode", onchange=lambda: seen.append(
+        shared.opts.myext_mode)))
+    assert shared.opts.set("myext_mode", "b") and not shared.opts.set("myext_mode", "b")
+    assert seen == ["b"]
+    shared.opts.onchange("samples_format", lambda: seen.append(shared.opts.samples_format), call=False)
+    shared.opts.set("samples_format", "jpg")
+    assert seen == ["b", "jpg"]
+    with pytest.raises(ValueError, match="samples_format"):
+        shared.opts.set("samples_format", "bmp")
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -267,17 +260,14 @@ def test_preload_adds_the_extensions_flags(tmp_path):
     write_extension(ext_dir, "bad-preload", "", files={"preload.py": "def preload(parser):\n    1 / 0\n"})
     write_extension(ext_dir, "off", "", files={"preload.py": "def preload(parser):\n    raise SystemExit(3)\n"})
     (tmp_path / "config.json").write_text(json.dumps({"disabled_extensions": ["off"]}))
-    try:
-        args = cmd_args.parse_args(["--data-dir", str(tmp_path), "--flags-level", "4"], with_extensions=True)
-        assert args.flags_level == 4
-        assert any("ZeroDivisionError" in p for p in lifecycle.problems["bad-preload"])
-        shared.bind(SimpleNamespace(args=args, paths=Paths.from_args(tmp_path)))
-        assert shared.cmd_opts.flags_level == 4
-        with pytest.raises(SystemExit):
-            cmd_args.parse_args(["--data-dir", str(tmp_path), "--flags-level", "4"])   # without extensions
-    finally:
-        lifecycle.problems.clear()
-        shared.bind(None)
+    args = cmd_args.parse_args(["--data-dir", str(tmp_path), "--flags-level", "4"], with_extensions=True)
+    assert args.flags_level == 4
+    assert any("ZeroDivisionError" in p for p in lifecycle.problems["bad-preload"])
+    assert "off" not in lifecycle.problems                     # disabled in config.json: its preload never ran
+    shared.bind(SimpleNamespace(args=args, paths=Paths.from_args(tmp_path)))
+    assert shared.cmd_opts.flags_level == 4
+    with pytest.raises(SystemExit):
+        cmd_args.parse_args(["--data-dir", str(tmp_path), "--flags-level", "4"])   # without extensions
 
 
 # ---------------------------------------------------------------------------------------------------------------------
