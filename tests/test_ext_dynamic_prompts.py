@@ -34,11 +34,13 @@ pytestmark = pytest.mark.skipif(not SHIPPED or not SOURCE.is_dir(), reason="need
 
 def install_extension(extensions_dir: Path) -> Path:
     """Copy the extension as a user would. The test data left out ``jinja_help.html`` (help text its UI shows in an
-    accordion; upstream has it at the extension's root): a stand-in is written when it is missing."""
+    accordion) and the ``collections`` folder (its Wildcards tab lists it); upstream has both at the extension's
+    root: stand-ins are made when they are missing."""
     folder = copy_extension("sd-dynamic-prompts", extensions_dir)
     help_file = folder / "jinja_help.html"
     if not help_file.exists():
         help_file.write_text("<p>Jinja2 templates (help text left out of the test data)</p>", encoding="utf-8")
+    (folder / "collections").mkdir(exist_ok=True)
     (folder / "wildcards").mkdir(exist_ok=True)
     (folder / "wildcards" / "colours.txt").write_text("green\nyellow\n", encoding="utf-8")
     return folder

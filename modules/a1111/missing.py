@@ -22,8 +22,17 @@ class _MissingModuleFinder(importlib.abc.MetaPathFinder):
     def find_spec(self, fullname, path=None, target=None):  # noqa: ANN001, ANN201 - importlib's protocol
         if fullname.startswith("modules.") and fullname.count(".") == 1:
             raise ModuleNotFoundError(f"No module named {fullname!r} ({NOTE})", name=fullname)
+        if fullname in A1111_REPOSITORIES:
+            raise ModuleNotFoundError(f"No module named {fullname!r} ({A1111_REPOSITORIES[fullname]})", name=fullname)
         return None
 
+
+# Code A1111 clones next to itself (its "repositories") and extensions import for model internals.
+A1111_REPOSITORIES = {
+    "k_diffusion": "A1111's k-diffusion samplers; this web UI samples with diffusers schedulers",
+    "ldm": "A1111's original Stable Diffusion model code; this web UI runs models through diffusers",
+    "sgm": "A1111's SDXL model code (generative-models); this web UI runs models through diffusers",
+}
 
 _finder = _MissingModuleFinder()
 
