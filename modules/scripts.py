@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 from PIL import Image
 
-from modules import extensions, script_callbacks
+from modules import a1111, extensions, script_callbacks
 from modules.paths import REPO_ROOT
 from modules.processing import GenerationError
 
@@ -591,6 +591,7 @@ def load_scripts(extensions_dir: Path | None, disabled_extensions: Iterable[str]
     runners ``scripts_txt2img`` / ``scripts_img2img``. Never runs an extension's ``install.py``."""
     global scripts_txt2img, scripts_img2img
     unload_scripts()
+    a1111.install()
     exts = extensions.discover(extensions_dir, disabled_extensions, disable_all_extensions)
     for path in extensions.builtin.script_files():
         _load_file(path, extensions.builtin)
@@ -621,9 +622,9 @@ def _load_file(path: Path, ext: extensions.Extension) -> None:
     finally:
         sys.path[:] = saved_sys_path
         _current_basedir = str(REPO_ROOT)
-    for obj in list(vars(module).values()):
-        if (isinstance(obj, type) and issubclass(obj, Script) and obj.__module__ == module.__name__
-                and obj.title is not Script.title):
+    for obj in list(vars(module).values()):   # as A1111: every Script class in the file's namespace, once
+        if (isinstance(obj, type) and issubclass(obj, Script) and obj.title is not Script.title
+                and all(data.script_class is not obj for data in scripts_data)):
             scripts_data.append(ScriptClassData(obj, str(source.path), folder, module))
 
 

@@ -16,6 +16,7 @@ from PIL import Image
 from pydantic import ValidationError
 
 from modules import extensions, script_callbacks
+from modules.a1111 import options as extension_options
 from modules import infotext as infotext_mod
 from modules.options import Options
 from modules.runtime import Runtime
@@ -622,7 +623,7 @@ def _job_output(value: Any):
 
 
 def settings_tab(runtime: Runtime) -> None:
-    script_callbacks.ui_settings_callback()
+    extension_options.register_extension_settings(force=True)     # runs the on_ui_settings callbacks
     fields = Options.model_fields
     widgets: dict[str, gr.components.Component] = {}
     skip = {"sd_model_checkpoint", "quicksettings_list", "disabled_extensions", "randn_source"}
@@ -645,6 +646,8 @@ def settings_tab(runtime: Runtime) -> None:
                                           elem_id=f"setting_{name}")
             else:
                 widgets[name] = gr.Textbox(value=str(value), label=label, elem_id=f"setting_{name}")
+        opts = extension_options.OptionsFacade(lambda: runtime.opts)   # extensions' options (A1111's API)
+        widgets.update(extension_options.settings_components(opts))
 
     names = list(widgets)
 
@@ -654,7 +657,7 @@ def settings_tab(runtime: Runtime) -> None:
             if value == getattr(runtime.opts, name):
                 continue
             try:
-                runtime.opts.set(name, value)
+                opts.set(name, value)
                 changed.append(name)
             except ValueError as e:
                 errors.append(str(e))

@@ -1,0 +1,51 @@
+"""Errors that say exactly which A1111 name this web UI does not provide."""
+from __future__ import annotations
+
+import importlib
+import importlib.abc
+import sys
+from types import ModuleType
+
+NOTE = "an A1111 name this web UI does not provide"
+
+
+def attribute_error(module: str, name: str) -> AttributeError:
+    """``modules.shared has no attribute 'foo' (an A1111 name this web UI does not provide)``."""
+    return AttributeError(f"{module} has no attribute {name!r} ({NOTE})", name=name)
+
+
+class _MissingModuleFinder(importlib.abc.MetaPathFinder):
+    """Last on ``sys.meta_path``: an import of ``modules.<x>`` that no other finder found fails with a message that
+    names the A1111 module (still a ``ModuleNotFoundError``, so ``try: import ... except ImportError`` works)."""
+
+    def find_spec(self, fullname, path=None, target=None):  # noqa: ANN001, ANN201 - importlib's protocol
+        if fullname.startswith("modules.") and fullname.count(".") == 1:
+            raise ModuleNotFoundError(f"No module named {fullname!r} ({NOTE})", name=fullname)
+        return None
+
+
+_finder = _MissingModuleFinder()
+
+
+def install_finder() -> None:
+    if _finder not in sys.meta_path:
+        sys.meta_path.append(_finder)
+
+
+def install_package_getattr(package: ModuleType) -> None:
+    """``from modules import x`` for an A1111 module this web UI lacks: an ``ImportError`` that names it (Python's
+    own message would only say "cannot import name")."""
+    if "__getattr__" in vars(package):
+        return
+
+    def __getattr__(name: str) -> ModuleType:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        try:
+            return importlib.import_module(f"{package.__name__}.{name}")
+        except ModuleNotFoundError as e:
+            if e.name != f"{package.__name__}.{name}":
+                raise
+            raise ImportError(f"cannot import name {name!r} from {package.__name__!r}: {e}", name=name) from None
+
+    package.__getattr__ = __getattr__
