@@ -18,12 +18,14 @@ import os
 import re
 import threading
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
+import numpy as np
 import piexif
 import piexif.helper
-from PIL import Image, PngImagePlugin
+from PIL import Image, ImageDraw, ImageFont, PngImagePlugin
 
 from modules import job_queue
 from modules.options import Options
@@ -44,18 +46,28 @@ _publish_lock = threading.Lock()
 # Saving
 # ---------------------------------------------------------------------------------------------------------------------
 def save_image(image: Image.Image, path: str | os.PathLike[str], basename: str = "", seed: int | None = None,
-               prompt: str | None = None, extension: str = "png", info: str | None = None, grid: bool = False,
+               prompt: str | None = None, extension: str = "png", info: str | None = None,
+               short_filename: bool | None = None, no_prompt: bool = False, grid: bool = False,
                pnginfo_section_name: str = "parameters", p: Any = None, existing_info: dict[str, Any] | None = None,
-               forced_filename: str | None = None, suffix: str = "", save_to_dirs: bool | None = None,
+               forced_filename: str | None = None, suffix: str = "", save_to_dirs: bool | None = None, *,
                opts: Options | None = None) -> tuple[str, str | None]:
-    """Save ``image`` into ``path`` with its infotext ``info``; returns ``(image file, .txt file or None)``.
+    """Save ``image`` into ``path`` with its infotext ``info``; returns ``(image file, .txt file or None)``. The
+    positional order is A1111's.
 
     PNG: ``info`` goes into the text chunk ``pnginfo_section_name``, next to the chunks in ``existing_info``.
     JPEG/WebP: into EXIF UserComment (unicode). ``forced_filename`` (without extension) replaces the numbered name
-    and overwrites. ``p`` supplies ``[model_name]``-style tags of the filename patterns. A ``.txt`` copy of the
-    infotext is written when the (A1111) option ``save_txt`` is on.
+    and overwrites. ``short_filename``: the bare counter (the default for grids), ``no_prompt``: seed without prompt.
+    ``p`` supplies ``[model_name]``-style tags of the filename patterns. A ``.txt`` copy of the infotext is written
+    when the (A1111) option ``save_txt`` is on. ``opts``: the job's options (default: the running app's).
     """
-    opts = opts or Options()
+    if opts is None:
+        from modules import shared
+
+        opts = getattr(p, "opts", None) or shared.opts
+    if path is None:
+        raise ValueError("save_image: no folder to save into (path is None)")
+    if short_filename is None:
+        short_filename = grid
     extension = extension.lower().lstrip(".")
     if extension not in _FORMATS:
         raise ValueError(f"unsupported image format {extension!r}; valid: {', '.join(_FORMATS)}")
@@ -81,10 +93,10 @@ def save_image(image: Image.Image, path: str | os.PathLike[str], basename: str =
             fullfn = folder / f"{forced_filename}.{extension}"
             os.replace(temp, fullfn)
         else:
-            if grid or seed is None:
+            if short_filename or seed is None:
                 pattern = ""
             else:
-                pattern = "[seed]" if save_to_dirs or not prompt else "[seed]-[prompt_spaces]"
+                pattern = "[seed]" if save_to_dirs or no_prompt or not prompt else "[seed]-[prompt_spaces]"
             decoration = tags.apply(pattern) + suffix
             fullfn = _publish_numbered(temp, folder, basename, f"-{decoration}" if decoration else "", extension)
     finally:
@@ -258,6 +270,11 @@ def image_grid(imgs: list[Image.Image], batch_size: int = 1, rows: int | None = 
         rows = batch_size
     rows = min(rows, len(imgs))
     cols = math.ceil(len(imgs) / rows)
+    from modules import script_callbacks
+
+    params = script_callbacks.ImageGridLoopParams(list(imgs), cols, rows)   # extensions may re-arrange the grid
+    script_callbacks.image_grid_callback(params)
+    imgs, cols, rows = params.imgs, params.cols, params.rows
     w, h = imgs[0].size
     grid = Image.new("RGB", (cols * w, rows * h), color="black")
     for i, img in enumerate(imgs):
@@ -265,13 +282,82 @@ def image_grid(imgs: list[Image.Image], batch_size: int = 1, rows: int | None = 
     return grid
 
 
-def resize_image(resize_mode: int, im: Image.Image, width: int, height: int) -> Image.Image:
+class Grid(NamedTuple):
+    """An image cut into overlapping tiles by ``split_grid``: ``tiles`` is a list of rows ``[y, tile_h, row]``, each
+    row a list of ``[x, tile_w, tile image]`` (replace the images, then ``combine_grid``)."""
+    tiles: list[list[Any]]
+    tile_w: int
+    tile_h: int
+    image_w: int
+    image_h: int
+    overlap: int
+
+
+def split_grid(image: Image.Image, tile_w: int = 512, tile_h: int = 512, overlap: int = 64) -> Grid:
+    """``image`` as tiles of ``tile_w`` x ``tile_h`` that overlap by at least ``overlap`` pixels and cover it evenly
+    (the last row and column end at the image's edge)."""
+    if overlap >= tile_w or overlap >= tile_h:
+        raise ValueError(f"split_grid: overlap {overlap} must be smaller than the tile ({tile_w}x{tile_h})")
+    width, height = image.size
+
+    def starts(size: int, tile: int) -> list[int]:
+        count = max(math.ceil((size - overlap) / (tile - overlap)), 1)
+        step = (size - tile) / (count - 1) if count > 1 else 0
+        return [min(int(i * step), max(size - tile, 0)) for i in range(count)]
+
+    tiles = [[y, tile_h, [[x, tile_w, image.crop((x, y, x + tile_w, y + tile_h))] for x in starts(width, tile_w)]]
+             for y in starts(height, tile_h)]
+    return Grid(tiles, tile_w, tile_h, width, height, overlap)
+
+
+def combine_grid(grid: Grid) -> Image.Image:
+    """The image of ``grid``'s tiles put back in place; where tiles overlap, the first ``overlap`` pixels of the later
+    tile fade in linearly over the earlier one (no seams)."""
+    fade_in = (np.arange(grid.overlap, dtype=np.float32) / max(grid.overlap, 1))
+    canvas = np.zeros((grid.image_h, grid.image_w, 3), dtype=np.float32)
+    for y, h, row in grid.tiles:
+        band = np.zeros((h, grid.image_w, 3), dtype=np.float32)
+        for x, w, tile in row:
+            _paste_fading(band, np.asarray(tile.convert("RGB"), dtype=np.float32)[:, :w], x, fade_in, axis=1)
+        _paste_fading(canvas, band[:grid.image_h - y], y, fade_in, axis=0)
+    return Image.fromarray(canvas.round().clip(0, 255).astype(np.uint8))
+
+
+def _paste_fading(target: np.ndarray, piece: np.ndarray, start: int, fade_in: np.ndarray, axis: int) -> None:
+    """Write ``piece`` into ``target`` at ``start`` along ``axis``, its first ``len(fade_in)`` lines blended in."""
+    length = min(piece.shape[axis], target.shape[axis] - start)
+    piece = piece.take(range(length), axis=axis)
+    ramp = len(fade_in) if start > 0 else 0
+    ramp = min(ramp, length)
+    weights = np.ones(length, dtype=np.float32)
+    weights[:ramp] = fade_in[:ramp]
+    shape = [1, 1, 1]
+    shape[axis] = length
+    index = [slice(None)] * 3
+    index[axis] = slice(start, start + length)
+    w = weights.reshape(shape)
+    target[tuple(index)] = target[tuple(index)] * (1 - w) + piece * w
+
+
+def flatten(img: Image.Image, bgcolor: str | tuple[int, ...]) -> Image.Image:
+    """``img`` as RGB, transparent parts over ``bgcolor`` (A1111: ``opts.img2img_background_color``)."""
+    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, bgcolor)
+        img = Image.alpha_composite(background, rgba)
+    return img.convert("RGB")
+
+
+def resize_image(resize_mode: int, im: Image.Image, width: int, height: int,
+                 upscaler_name: str | None = None) -> Image.Image:
     """An img2img input brought to ``width`` x ``height`` (Lanczos), keeping its mode.
 
     0 Just resize (stretch); 1 Crop and resize (fill the frame, crop the overflow evenly); 2 Resize and fill (fit
     inside, then stretch the outermost row/column of pixels over the empty borders); 3 Just resize (latent upscale;
-    same as 0 here).
+    same as 0 here). ``upscaler_name``: enlarge with that upscaler of ``shared.sd_upscalers`` before the final resize.
     """
+    if upscaler_name is not None:
+        im = _upscale_with(upscaler_name, im, width, height)
     if resize_mode in (0, 3):
         return _resize(im, width, height)
     if resize_mode not in (1, 2):
@@ -306,5 +392,118 @@ def _stretch_edges(result: Image.Image, resized: Image.Image, left: int, top: in
             result.paste(resized.resize((x1 - x0, y1 - y0), box=edge), box=(x0, y0))
 
 
+def _upscale_with(name: str, im: Image.Image, width: int, height: int) -> Image.Image:
+    from modules import shared
+
+    upscalers = getattr(shared, "sd_upscalers", None) or []
+    upscaler = next((u for u in upscalers if u.name.lower() == name.lower()), None)
+    if upscaler is None:
+        known = ", ".join(u.name for u in upscalers) or "none"
+        raise ValueError(f"upscaler_name: no upscaler {name!r}; available: {known}")
+    scale = max(width / im.width, height / im.height)
+    if scale <= 1 or upscaler.name == "None":
+        return im
+    return upscaler.scaler.upscale(im, scale, upscaler.data_path)
+
+
 def _resize(im: Image.Image, width: int, height: int) -> Image.Image:
     return im if im.size == (width, height) else im.resize((width, height), Image.Resampling.LANCZOS)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Labelled grids (A1111's GridAnnotation / draw_grid_annotations / draw_prompt_matrix): cells with optional margins,
+# column labels on top, row labels on the left; an inactive label (a prompt part not in that cell) is drawn grey and
+# struck through.
+# ---------------------------------------------------------------------------------------------------------------------
+_TEXT = (0, 0, 0)
+_INACTIVE_TEXT = (153, 153, 153)
+_BACKGROUND = (255, 255, 255)
+_MIN_FONT_SIZE = 10
+
+
+@dataclass
+class GridAnnotation:
+    text: str = ""
+    is_active: bool = True
+
+
+def grid_with_margins(images: list[Image.Image], cols: int, margin: int = 0,
+                      cell: tuple[int, int] | None = None) -> Image.Image:
+    """Images row by row, ``cols`` per row, ``margin`` pixels apart; each cell the size of ``cell`` (default: the
+    first image). Missing images leave the cell black."""
+    w, h = cell or images[0].size
+    rows = math.ceil(len(images) / cols)
+    grid = Image.new("RGB", (cols * w + (cols - 1) * margin, rows * h + (rows - 1) * margin), _BACKGROUND)
+    for i, image in enumerate(images):
+        grid.paste(image.convert("RGB").resize((w, h)) if image.size != (w, h) else image.convert("RGB"),
+                   (i % cols * (w + margin), i // cols * (h + margin)))
+    return grid
+
+
+def draw_grid_annotations(grid: Image.Image, cell_width: int, cell_height: int,
+                          column_labels: list[list[GridAnnotation]], row_labels: list[list[GridAnnotation]],
+                          margin: int = 0) -> Image.Image:
+    """``grid`` with a band of column labels above and of row labels to the left (a band is left out when all its
+    labels are empty). Each label is a list of lines."""
+    font = ImageFont.load_default(size=max(_MIN_FONT_SIZE, (cell_width + cell_height) // 25))
+    line_height = int(font.size * 1.3)
+    left = 0 if not _has_text(row_labels) else max(cell_width * 3 // 4, 4 * line_height)
+    columns = [_wrap(lines, font, cell_width) for lines in column_labels]
+    rows = [_wrap(lines, font, left) for lines in row_labels]
+    top = 0 if not _has_text(column_labels) else max(len(c) for c in columns) * line_height + line_height // 2
+    result = Image.new("RGB", (grid.width + left, grid.height + top), _BACKGROUND)
+    result.paste(grid, (left, top))
+    draw = ImageDraw.Draw(result)
+    for col, lines in enumerate(columns):
+        x = left + col * (cell_width + margin) + cell_width / 2
+        _draw_lines(draw, lines, font, x, top / 2, line_height)
+    for row, lines in enumerate(rows):
+        y = top + row * (cell_height + margin) + cell_height / 2
+        _draw_lines(draw, lines, font, left / 2, y, line_height)
+    return result
+
+
+def _has_text(labels: list[list[GridAnnotation]]) -> bool:
+    return any(a.text for lines in labels for a in lines)
+
+
+def _wrap(lines: list[GridAnnotation], font: ImageFont.FreeTypeFont, width: int) -> list[GridAnnotation]:
+    """Each annotation broken into lines no wider than ``width`` (words are never split)."""
+    wrapped = []
+    for annotation in lines:
+        line = ""
+        for word in annotation.text.split(" "):
+            candidate = f"{line} {word}" if line else word
+            if line and font.getlength(candidate) > width:
+                wrapped.append(GridAnnotation(line, annotation.is_active))
+                line = word
+            else:
+                line = candidate
+        wrapped.append(GridAnnotation(line, annotation.is_active))
+    return wrapped
+
+
+def _draw_lines(draw: ImageDraw.ImageDraw, lines: list[GridAnnotation], font: ImageFont.FreeTypeFont, cx: float,
+                cy: float, line_height: int) -> None:
+    y = cy - len(lines) * line_height / 2
+    for annotation in lines:
+        color = _TEXT if annotation.is_active else _INACTIVE_TEXT
+        draw.text((cx, y + line_height / 2), annotation.text, font=font, fill=color, anchor="mm")
+        if not annotation.is_active and annotation.text:
+            half = font.getlength(annotation.text) / 2
+            draw.line((cx - half, y + line_height / 2, cx + half, y + line_height / 2), fill=color, width=1)
+        y += line_height
+
+
+def draw_prompt_matrix(im: Image.Image, width: int, height: int, all_prompts: list[str], margin: int = 0) -> Image.Image:
+    """Label a prompt-matrix grid of cells ``width`` x ``height``: ``all_prompts[1:]`` are the optional parts, the
+    first half across the columns, the rest down the rows; cell (c, r) has part k of its axis when bit k is set."""
+    parts = all_prompts[1:]
+    across = parts[:math.ceil(len(parts) / 2)]
+    down = parts[len(across):]
+
+    def labels(axis_parts: list[str]) -> list[list[GridAnnotation]]:
+        return [[GridAnnotation(text, is_active=bool(combination >> k & 1)) for k, text in enumerate(axis_parts)]
+                for combination in range(1 << len(axis_parts))]
+
+    return draw_grid_annotations(im, width, height, labels(across), labels(down), margin)

@@ -20,7 +20,6 @@ import json
 import logging
 import math
 import time
-from dataclasses import dataclass, field
 from typing import Any, Iterator
 
 import numpy as np
@@ -49,6 +48,41 @@ LATENT_UPSCALE_MODES = {
 
 class GenerationError(ValueError):
     """A request that cannot be generated; the message names the parameter."""
+
+
+create_infotext = infotext.create_infotext   # A1111 name: processing.create_infotext(p, all_prompts, all_seeds, ...)
+
+
+def fix_seed(p: "StableDiffusionProcessing") -> None:
+    """Replace a random seed (-1) by the one the job will use, so a script can reuse it (A1111's ``fix_seed``)."""
+    p.seed, p.subseed = rng.fixed_seed(p.seed), rng.fixed_seed(p.subseed)
+
+
+def setup_color_correction(image: Image.Image) -> np.ndarray:
+    """What ``apply_color_correction`` matches later images to: ``image`` in CIELAB (A1111's loopback keeps the colours
+    of its first input this way)."""
+    from skimage import color
+
+    return color.rgb2lab(np.asarray(image.convert("RGB")))
+
+
+def apply_color_correction(correction: np.ndarray, original_image: Image.Image) -> Image.Image:
+    """``original_image`` with its CIELAB histograms matched to ``correction``'s, keeping its luminosity (A1111)."""
+    from skimage import color, exposure
+
+    lab = color.rgb2lab(np.asarray(original_image.convert("RGB")))
+    matched = color.lab2rgb(exposure.match_histograms(lab, correction, channel_axis=2))
+    corrected = Image.fromarray((np.clip(matched, 0, 1) * 255).round().astype(np.uint8))
+    return _with_lightness_of(corrected, original_image)
+
+
+def _with_lightness_of(colors: Image.Image, original: Image.Image) -> Image.Image:
+    """The colours of ``colors`` with the lightness of ``original`` (CIELAB L of one, a/b of the other)."""
+    from skimage import color
+
+    lab = color.rgb2lab(np.asarray(colors.convert("RGB")))
+    lab[..., 0] = color.rgb2lab(np.asarray(original.convert("RGB")))[..., 0]
+    return Image.fromarray((np.clip(color.lab2rgb(lab), 0, 1) * 255).round().astype(np.uint8))
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -132,7 +166,28 @@ class StableDiffusionProcessing(BaseModel):
     all_negative_prompts: list[str] = Field(default_factory=list, exclude=True)
     all_seeds: list[int] = Field(default_factory=list, exclude=True)
     all_subseeds: list[int] = Field(default_factory=list, exclude=True)
+    all_hr_prompts: list[str] = Field(default_factory=list, exclude=True)
+    all_hr_negative_prompts: list[str] = Field(default_factory=list, exclude=True)
+    main_prompt: str | None = Field(None, exclude=True)             # the grid's infotext prompt
+    main_negative_prompt: str | None = Field(None, exclude=True)
+    prompt_for_display: str | None = Field(None, exclude=True)
     iteration: int = Field(0, exclude=True)
+    batch_index: int = Field(0, exclude=True)
+    # The batch being made (A1111): set before ``before_process_batch``; a script that changes them there changes
+    # what this batch is conditioned on and seeded with.
+    prompts: list[str] = Field(default_factory=list, exclude=True)
+    negative_prompts: list[str] = Field(default_factory=list, exclude=True)
+    seeds: list[int] = Field(default_factory=list, exclude=True)
+    subseeds: list[int] = Field(default_factory=list, exclude=True)
+    extra_network_data: dict[str, Any] = Field(default_factory=dict, exclude=True)
+    sampler: Any = Field(None, exclude=True)              # the diffusers scheduler of the running pass
+    cached_c: list[Any] = Field(default_factory=lambda: [None, None], exclude=True)   # conditioning is never cached
+    cached_uc: list[Any] = Field(default_factory=lambda: [None, None], exclude=True)  # here: kept for extensions
+    color_corrections: list[Any] | None = Field(None, exclude=True)   # from setup_color_correction, per image
+    overlay_images: list[Any] | None = Field(None, exclude=True)      # originals the results are pasted over
+    paste_to: tuple[int, int, int, int] | None = Field(None, exclude=True)
+    image_conditioning: Any = Field(None, exclude=True)
+    is_using_inpainting_conditioning: bool = Field(False, exclude=True)
 
     is_img2img: bool = Field(False, exclude=True)
     tab: str = Field("txt2img", exclude=True)
@@ -182,7 +237,12 @@ class StableDiffusionProcessing(BaseModel):
     def sample_batch(self, model: Any, conds: Any, unconds: Any, seeds: list[int], subseeds: list[int]) -> torch.Tensor:
         raise NotImplementedError
 
-    def postprocess_image(self, index_in_batch: int, image: Image.Image) -> Image.Image:
+    def overlay_for(self, index_in_batch: int) -> tuple[Image.Image | None, Image.Image | None]:
+        """``(mask_for_overlay, overlay_image)`` that image ``index_in_batch`` is pasted over (none for txt2img)."""
+        return None, None
+
+    def apply_overlay(self, image: Image.Image, mask_for_overlay: Image.Image | None,
+                      overlay_image: Image.Image | None) -> Image.Image:
         return image
 
 
@@ -254,10 +314,12 @@ class StableDiffusionProcessingTxt2Img(StableDiffusionProcessing):
         shape = (model.unet.config.in_channels if not model.is_inpaint else 4, self.height // f, self.width // f)
         noise = rng.create_noise(shape, seeds, subseeds, self.subseed_strength, self.seed_resize_from_h,
                                  self.seed_resize_from_w, vae_scale_factor=f).to(model.device)
+        _run_hook(self, "process_before_every_sampling", x=noise, noise=noise, c=conds, uc=unconds)
         scheduler = make_scheduler(self, model, seeds=seeds)
         scheduler.set_timesteps(self.steps, device=model.device)
         latents = noise * scheduler.init_noise_sigma
         image_cond = _blank_inpaint_conditioning(model, latents) if model.is_inpaint else None
+        self.image_conditioning, self.is_using_inpainting_conditioning = image_cond, model.is_inpaint
         latents = sample(model, scheduler, latents, scheduler.timesteps, conds, unconds, self,
                          generators=step_generators(self, seeds, shape), image_conditioning=image_cond)
         if self.enable_hr and self.state.interrupted:
@@ -268,6 +330,7 @@ class StableDiffusionProcessingTxt2Img(StableDiffusionProcessing):
 
     def hires_pass(self, model, latents, seeds, subseeds) -> torch.Tensor:
         """Upscale the first pass and refine it with img2img at ``denoising_strength`` (A1111's hires fix)."""
+        _run_hook(self, "before_hr")
         hr_w, hr_h = self.hires_size()
         f = model.vae_scale_factor
         if self.hr_upscaler in LATENT_UPSCALE_MODES:
@@ -284,23 +347,29 @@ class StableDiffusionProcessingTxt2Img(StableDiffusionProcessing):
         # The hires pass has its own prompt schedule (A1111: `[a:b:1.5]` switches during this pass).
         hr_conds, hr_unconds = conds_for(self, model, self._hr_prompts(), self._hr_negative_prompts(), self.steps,
                                          hires_steps=steps)
+        _run_hook(self, "process_before_every_sampling", x=latents, noise=noise, c=hr_conds, uc=hr_unconds)
         scheduler = make_scheduler(self, model, self.hr_sampler_name, self.hr_scheduler, seeds)
         timesteps = img2img_timesteps(scheduler, steps, self.denoising_strength, self.opts.img2img_fix_steps, model.device)
         if len(timesteps) == 0:
             return latents
-        latents = scheduler.add_noise(latents, noise, timesteps[:1])
+        latents = add_extra_noise(self, latents, scheduler.add_noise(latents, noise, timesteps[:1]), noise)
         self.state.sampling_step = 0
         return sample(model, scheduler, latents, timesteps, hr_conds, hr_unconds, self,
                       generators=step_generators(self, seeds, shape))
 
+    def setup_hr_prompts(self) -> None:
+        """``all_hr_prompts`` / ``all_hr_negative_prompts``: the hires pass's prompts (the first pass's, styled, unless
+        ``hr_prompt`` / ``hr_negative_prompt`` are set). Scripts may change them in ``process``."""
+        n = len(self.all_prompts)
+        self.all_hr_prompts = _expand(self.hr_prompt, n) if self.hr_prompt else list(self.all_prompts)
+        self.all_hr_negative_prompts = (_expand(self.hr_negative_prompt, n) if self.hr_negative_prompt
+                                        else list(self.all_negative_prompts))
+
     def _hr_prompts(self) -> list[str]:
-        prompts = _expand(self.hr_prompt, len(self.all_prompts)) if self.hr_prompt else self.all_prompts
-        return self._batch_slice(prompts)
+        return self._batch_slice(self.all_hr_prompts or self.all_prompts)
 
     def _hr_negative_prompts(self) -> list[str]:
-        negatives = (_expand(self.hr_negative_prompt, len(self.all_prompts)) if self.hr_negative_prompt
-                     else self.all_negative_prompts)
-        return self._batch_slice(negatives)
+        return self._batch_slice(self.all_hr_negative_prompts or self.all_negative_prompts)
 
     def _batch_slice(self, values: list[str]) -> list[str]:
         start = self.iteration * self.batch_size
@@ -315,14 +384,19 @@ def _upscale_to(upscaler: Any, image: Image.Image, width: int, height: int) -> I
 
 
 class StableDiffusionProcessingImg2Img(StableDiffusionProcessing):
+    """img2img / inpainting. As in A1111, a script may replace ``image_mask`` (the mask; ``mask`` is the same thing),
+    ``latent_mask`` (a separate mask for the latent blend and the "fill" content, e.g. sharper than the blurred
+    ``image_mask`` that the result is pasted back with), ``init_images`` (of any size: they are brought to
+    ``width`` x ``height``) and ``mask_blur`` before the job starts."""
+
     init_images: list[Any] = Field(default_factory=list)
     resize_mode: int = Field(0, ge=0, le=3)
     denoising_strength: float = Field(0.75, ge=0.0, le=1.0)
     image_cfg_scale: float | None = None
     mask: Any = None
+    latent_mask: Any = Field(None, exclude=True)
     mask_blur_x: int = Field(4, ge=0, le=256)
     mask_blur_y: int = Field(4, ge=0, le=256)
-    mask_blur: int | None = Field(None, ge=0, le=256)
     mask_round: bool = True
     inpainting_fill: int = Field(1, ge=0, le=3)
     inpaint_full_res: bool = False
@@ -331,11 +405,26 @@ class StableDiffusionProcessingImg2Img(StableDiffusionProcessing):
     initial_noise_multiplier: float | None = Field(None, ge=0.0, le=1.5)
     is_img2img: bool = Field(True, exclude=True)
     tab: str = Field("img2img", exclude=True)
+    init_latent: Any = Field(None, exclude=True)            # the encoded init images of the batch being made
+    mask_for_overlay: Any = Field(None, exclude=True)       # where the result is pasted over the original
     _images: list[Image.Image] = PrivateAttr(default_factory=list)
     _mask: Image.Image | None = PrivateAttr(None)
-    _mask_for_overlay: Image.Image | None = PrivateAttr(None)
-    _overlay_sources: list[Image.Image] = PrivateAttr(default_factory=list)
+    _latent_mask_image: Image.Image | None = PrivateAttr(None)
     _region: Any = PrivateAttr(None)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _a1111_names(cls, data: Any) -> Any:
+        """A1111's constructor names: ``mask_blur`` sets both blur radii, ``image_mask`` is ``mask``."""
+        if isinstance(data, dict):
+            data = dict(data)
+            image_mask = data.pop("image_mask", None)
+            if image_mask is not None and data.get("mask") is None:
+                data["mask"] = image_mask
+            blur = data.pop("mask_blur", None)
+            if blur is not None:
+                data["mask_blur_x"] = data["mask_blur_y"] = blur
+        return data
 
     @model_validator(mode="after")
     def _check_images(self) -> "StableDiffusionProcessingImg2Img":
@@ -346,52 +435,82 @@ class StableDiffusionProcessingImg2Img(StableDiffusionProcessing):
                 raise ValueError(f"init_images[{i}] is not an image")
         if self.mask is not None and not isinstance(self.mask, Image.Image):
             raise ValueError("mask is not an image")
-        if self.mask_blur is not None:
-            self.mask_blur_x = self.mask_blur_y = self.mask_blur
         return self
 
+    @property
+    def image_mask(self) -> Image.Image | None:
+        return self.mask
+
+    @image_mask.setter
+    def image_mask(self, value: Image.Image | None) -> None:
+        self.mask = value
+
+    @property
+    def mask_blur(self) -> int | None:
+        return self.mask_blur_x if self.mask_blur_x == self.mask_blur_y else None
+
+    @mask_blur.setter
+    def mask_blur(self, value: int | None) -> None:
+        if value is not None:
+            self.mask_blur_x = self.mask_blur_y = int(value)
+
     def init(self, model: Any) -> None:
+        for name, value in (("init_images", self.init_images), ("image_mask", self.mask),
+                            ("latent_mask", self.latent_mask)):
+            for item in value if isinstance(value, list) else [value]:
+                if item is not None and not isinstance(item, Image.Image):
+                    raise GenerationError(f"{name}: expected a PIL image, got {type(item).__name__}")
+        if not self.init_images:
+            raise GenerationError("init_images: at least one init image is required")
         self.extra_generation_params.setdefault("Denoising strength", self.denoising_strength)
-        self._region = None
-        images_in = [ImageOps.exif_transpose(im).convert("RGB") for im in self.init_images]
-        if self.mask is not None:
-            mask = self.mask.convert("L")
-            if mask.size != images_in[0].size:
-                raise GenerationError(f"mask: size {mask.size[0]}x{mask.size[1]} differs from the init image "
-                                      f"{images_in[0].size[0]}x{images_in[0].size[1]}")
-            if self.inpainting_mask_invert:
-                mask = ImageOps.invert(mask)
-            mask = masking.blur(mask, self.mask_blur_x, self.mask_blur_y)
-            if self.mask_round:
-                mask = mask.point(lambda v: 255 if v > 127 else 0)
-            self.extra_generation_params.update({"Mask blur": self.mask_blur_x} if self.mask_blur_x == self.mask_blur_y
-                                                else {"Mask blur X": self.mask_blur_x, "Mask blur Y": self.mask_blur_y})
-            if self.inpaint_full_res:
-                self._region = masking.crop_region(mask, self.inpaint_full_res_padding, self.width, self.height)
-                self._mask_for_overlay = mask
-                mask = self._region.crop_resize(mask, self.width, self.height)
-                self._overlay_sources = images_in
-                images_in = [self._region.crop_resize(im, self.width, self.height) for im in images_in]
-                self.extra_generation_params["Inpaint area"] = "Only masked"
-                self.extra_generation_params["Masked area padding"] = self.inpaint_full_res_padding
-            else:
-                mask = images.resize_image(self.resize_mode, mask, self.width, self.height)
-                images_in = [images.resize_image(self.resize_mode, im, self.width, self.height) for im in images_in]
-                self._mask_for_overlay = mask
-                self._overlay_sources = images_in
-            self.extra_generation_params["Masked content"] = ["fill", "original", "latent noise", "latent nothing"][self.inpainting_fill]
-            if self.inpainting_fill == 0:
-                images_in = [masking.fill(im, mask) for im in images_in]
-            self._mask = mask
+        self._region = self.paste_to = None
+        background = self.opts.img2img_background_color
+        images_in = [images.flatten(ImageOps.exif_transpose(im), background) for im in self.init_images]
+        self._mask = self._latent_mask_image = self.mask_for_overlay = None
+        if self.mask is None:
+            self._images = [images.resize_image(self.resize_mode, im, self.width, self.height) for im in images_in]
+            self.overlay_images = None
+            return
+        mask = self.mask.convert("L")
+        if mask.size != images_in[0].size:
+            raise GenerationError(f"mask: size {mask.size[0]}x{mask.size[1]} differs from the init image "
+                                  f"{images_in[0].size[0]}x{images_in[0].size[1]}")
+        if self.inpainting_mask_invert:
+            mask = ImageOps.invert(mask)
+        mask = masking.blur(mask, self.mask_blur_x, self.mask_blur_y)
+        if self.mask_round:
+            mask = mask.point(lambda v: 255 if v > 127 else 0)
+        self.extra_generation_params.update({"Mask blur": self.mask_blur_x} if self.mask_blur_x == self.mask_blur_y
+                                            else {"Mask blur X": self.mask_blur_x, "Mask blur Y": self.mask_blur_y})
+        latent_mask = self.latent_mask.convert("L") if self.latent_mask is not None else None
+        if latent_mask is not None and latent_mask.size != mask.size:
+            latent_mask = latent_mask.resize(mask.size, Image.Resampling.BILINEAR)
+        if self.inpaint_full_res:
+            region = self._region = masking.crop_region(mask, self.inpaint_full_res_padding, self.width, self.height)
+            self.paste_to = (region.left, region.top, region.right - region.left, region.bottom - region.top)
+            self.mask_for_overlay, self.overlay_images = mask, images_in
+            mask = region.crop_resize(mask, self.width, self.height)
+            latent_mask = region.crop_resize(latent_mask, self.width, self.height) if latent_mask else None
+            images_in = [region.crop_resize(im, self.width, self.height) for im in images_in]
+            self.extra_generation_params["Inpaint area"] = "Only masked"
+            self.extra_generation_params["Masked area padding"] = self.inpaint_full_res_padding
         else:
+            mask = images.resize_image(self.resize_mode, mask, self.width, self.height)
+            if latent_mask is not None:
+                latent_mask = images.resize_image(self.resize_mode, latent_mask, self.width, self.height)
             images_in = [images.resize_image(self.resize_mode, im, self.width, self.height) for im in images_in]
-            self._mask = None
+            self.mask_for_overlay, self.overlay_images = mask, images_in
+        self.extra_generation_params["Masked content"] = ["fill", "original", "latent noise", "latent nothing"][self.inpainting_fill]
+        self._latent_mask_image = latent_mask or mask
+        if self.inpainting_fill == 0:
+            images_in = [masking.fill(im, self._latent_mask_image) for im in images_in]
+        self._mask = mask
         self._images = images_in
 
     def sample_batch(self, model, conds, unconds, seeds, subseeds):
         n = len(seeds)
         batch_images = [self._images[(self.iteration * self.batch_size + i) % len(self._images)] for i in range(n)]
-        init_latents = encode_images(model, batch_images)
+        init_latents = self.init_latent = encode_images(model, batch_images)
         shape = tuple(init_latents.shape[1:])
         noise = rng.create_noise(shape, seeds, subseeds, self.subseed_strength, self.seed_resize_from_h,
                                  self.seed_resize_from_w, vae_scale_factor=model.vae_scale_factor).to(model.device)
@@ -402,7 +521,7 @@ class StableDiffusionProcessingImg2Img(StableDiffusionProcessing):
         latent_mask = None
         image_cond = None
         if self._mask is not None:
-            latent_mask = masking.latent_mask(self._mask, shape[1:]).to(model.device)  # 1 = regenerate
+            latent_mask = masking.latent_mask(self._latent_mask_image, shape[1:]).to(model.device)  # 1 = regenerate
             if self.inpainting_fill == 2:   # latent noise
                 init_latents = init_latents * (1 - latent_mask) + noise * latent_mask
             elif self.inpainting_fill == 3:  # latent nothing
@@ -411,49 +530,73 @@ class StableDiffusionProcessingImg2Img(StableDiffusionProcessing):
                 image_cond = _inpaint_conditioning(model, batch_images, self._mask)
         elif model.is_inpaint:
             image_cond = _blank_inpaint_conditioning(model, init_latents)
-
+        self.image_conditioning, self.is_using_inpainting_conditioning = image_cond, model.is_inpaint
+        _run_hook(self, "process_before_every_sampling", x=init_latents, noise=noise, c=conds, uc=unconds)
         scheduler = make_scheduler(self, model, seeds=seeds)
         timesteps = img2img_timesteps(scheduler, self.steps, self.denoising_strength, self.opts.img2img_fix_steps, model.device)
         if len(timesteps) == 0:
             return init_latents
-        latents = scheduler.add_noise(init_latents, noise, timesteps[:1])
+        latents = add_extra_noise(self, init_latents, scheduler.add_noise(init_latents, noise, timesteps[:1]), noise)
         return sample(model, scheduler, latents, timesteps, conds, unconds, self,
                       generators=step_generators(self, seeds, shape), image_conditioning=image_cond,
                       inpaint=None if (latent_mask is None or model.is_inpaint) else (latent_mask, init_latents, noise))
 
-    def postprocess_image(self, index_in_batch: int, image: Image.Image) -> Image.Image:
+    def overlay_for(self, index_in_batch: int) -> tuple[Image.Image | None, Image.Image | None]:
+        if self.mask_for_overlay is None or not self.overlay_images or not self.opts.overlay_inpaint:
+            return self.mask_for_overlay, None
+        index = (self.iteration * self.batch_size + index_in_batch) % len(self.overlay_images)
+        return self.mask_for_overlay, self.overlay_images[index]
+
+    def apply_overlay(self, image: Image.Image, mask_for_overlay: Image.Image | None,
+                      overlay_image: Image.Image | None) -> Image.Image:
         """Paste the result back over the original so pixels outside the mask are unchanged (A1111's overlay)."""
-        if self._mask is None:
+        if mask_for_overlay is None or overlay_image is None:
             return image
-        index = (self.iteration * self.batch_size + index_in_batch) % len(self._overlay_sources)
-        original = self._overlay_sources[index]
         if self._region is not None:
-            return self._region.paste_back(image, original, self._mask_for_overlay)
-        return Image.composite(image, original, self._mask_for_overlay)
+            return self._region.paste_back(image, overlay_image, mask_for_overlay)
+        return Image.composite(image, overlay_image.convert(image.mode), mask_for_overlay.convert("L"))
 
 
 # ---------------------------------------------------------------------------------------------------------------------
 # Result
 # ---------------------------------------------------------------------------------------------------------------------
-@dataclass
 class Processed:
-    p: StableDiffusionProcessing
-    images: list[Image.Image]
-    infotexts: list[str]
-    seed: int
-    all_seeds: list[int]
-    all_subseeds: list[int]
-    all_prompts: list[str]
-    all_negative_prompts: list[str]
-    index_of_first_image: int = 0
-    comments: str = ""
-    interrupted: bool = False
-    files: list[str] = field(default_factory=list)
-    timings: dict[str, float] = field(default_factory=dict)
+    """The result of a job, A1111's ``Processed``: ``Processed(p, images_list, seed, info, subseed, all_prompts,
+    all_negative_prompts, all_seeds, all_subseeds, index_of_first_image, infotexts, comments, extra_images_list)``
+    positionally as extensions build it; the app passes ``images=`` / ``infotexts=`` by keyword. Missing per-image
+    lists are taken from ``p`` (as A1111), ``info`` defaults to the first infotext."""
 
-    @property
-    def info(self) -> str:
-        return self.infotexts[0] if self.infotexts else ""
+    def __init__(self, p: StableDiffusionProcessing, images_list: list[Image.Image] | None = None, seed: int = -1,
+                 info: str = "", subseed: int | None = None, all_prompts: list[str] | None = None,
+                 all_negative_prompts: list[str] | None = None, all_seeds: list[int] | None = None,
+                 all_subseeds: list[int] | None = None, index_of_first_image: int = 0,
+                 infotexts: list[str] | None = None, comments: str = "", extra_images_list: list[Any] | None = None,
+                 *, images: list[Image.Image] | None = None, interrupted: bool = False,
+                 files: list[str] | None = None, timings: dict[str, float] | None = None) -> None:
+        self.p = p
+        self.images = list(images if images is not None else images_list or [])
+        self.extra_images = list(extra_images_list or [])
+        self.seed = seed
+        self.subseed = subseed
+        self.all_prompts = list(all_prompts if all_prompts is not None else getattr(p, "all_prompts", None) or [])
+        self.all_negative_prompts = list(all_negative_prompts if all_negative_prompts is not None
+                                         else getattr(p, "all_negative_prompts", None) or [])
+        self.all_seeds = list(all_seeds if all_seeds is not None else getattr(p, "all_seeds", None) or [])
+        self.all_subseeds = list(all_subseeds if all_subseeds is not None else getattr(p, "all_subseeds", None) or [])
+        self.index_of_first_image = index_of_first_image
+        self.infotexts = list(infotexts) if infotexts is not None else [info] * len(self.images)
+        self.info = info or (self.infotexts[0] if self.infotexts else "")
+        self.comments = "\n".join(comments) if isinstance(comments, (list, tuple)) else (comments or "")
+        self.interrupted = interrupted
+        self.files = list(files or [])
+        self.timings = dict(timings or {})
+
+    def __getattr__(self, name: str) -> Any:
+        """A1111's Processed copies the job's parameters (``width``, ``steps``, ``sampler_name``, ...): read them
+        off ``p``."""
+        if name.startswith("__") or name == "p":
+            raise AttributeError(name)
+        return getattr(self.p, name)
 
     @property
     def prompt(self) -> str:
@@ -462,6 +605,9 @@ class Processed:
     @property
     def negative_prompt(self) -> str:
         return self.all_negative_prompts[0] if self.all_negative_prompts else self.p.negative_prompt
+
+    def infotext(self, p: StableDiffusionProcessing, index: int) -> str:
+        return infotext.create_infotext(p, self.all_prompts, self.all_seeds, self.all_subseeds, index=index)
 
     def js(self) -> str:
         """A1111's generation-info JSON (the API's ``info`` string)."""
@@ -499,6 +645,7 @@ class Processed:
             "clip_skip": p.effective_clip_skip(),
             "is_using_inpainting_conditioning": bool(getattr(p.sd_model, "is_inpaint", False)),
             "version": infotext.VERSION,
+            "comments": self.comments,
         }, ensure_ascii=False)
 
 
@@ -538,8 +685,13 @@ def _fill_runtime_defaults(p: StableDiffusionProcessing) -> None:
             p.prompt_resources = shared.runtime.prompt_resources(p.sd_model)
         if p.upscalers is None and shared.runtime is not None:
             p.upscalers = shared.runtime.upscalers
+        if p.data_dir is None and shared.runtime is not None:
+            p.data_dir = str(shared.runtime.paths.data_dir)
     if p.sd_model is None:
         raise GenerationError("no checkpoint is loaded")
+    # Where this job saves, as A1111 sets them on p (scripts save their own grids there).
+    p.outpath_samples = p.outpath_samples or _outdir(p, grid=False)
+    p.outpath_grids = p.outpath_grids or _outdir(p, grid=True)
 
 
 def _process(p: StableDiffusionProcessing) -> Processed:
@@ -551,6 +703,9 @@ def _process(p: StableDiffusionProcessing) -> Processed:
     p.setup_prompts()
     styles.apply_styles(p)
     limits.check_job(p, opts)
+    p.main_prompt, p.main_negative_prompt = p.all_prompts[0], p.all_negative_prompts[0]
+    if isinstance(p, StableDiffusionProcessingTxt2Img):
+        p.setup_hr_prompts()
     p.init(model)
     p.extra_generation_params.update(guidance.Guidance.of(p, model).infotext_params())
     _run_hook(p, "process")
@@ -569,29 +724,43 @@ def _process(p: StableDiffusionProcessing) -> Processed:
                 break
             p.iteration = n
             batch = slice(n * p.batch_size, (n + 1) * p.batch_size)
-            seeds, subseeds = p.all_seeds[batch], p.all_subseeds[batch]
-            _run_hook(p, "before_process_batch", batch_number=n, prompts=p.all_prompts[batch], seeds=seeds,
-                      subseeds=subseeds)
-            conds, unconds = conds_for(p, model, p.all_prompts[batch], p.all_negative_prompts[batch], p.steps)
-            _run_hook(p, "process_batch", batch_number=n, prompts=p.all_prompts[batch], seeds=seeds,
-                      subseeds=subseeds)
+            p.prompts, p.negative_prompts = p.all_prompts[batch], p.all_negative_prompts[batch]
+            p.seeds, p.subseeds = p.all_seeds[batch], p.all_subseeds[batch]
+            _run_hook(p, "before_process_batch", batch_number=n, prompts=p.prompts, seeds=p.seeds,
+                      subseeds=p.subseeds)
+            p.prompts = activate_extra_networks(p, p.prompts)
+            _run_hook(p, "after_extra_networks_activate", batch_number=n, prompts=p.prompts, seeds=p.seeds,
+                      subseeds=p.subseeds, extra_network_data=p.extra_network_data)
+            _run_hook(p, "process_batch", batch_number=n, prompts=p.prompts, seeds=p.seeds, subseeds=p.subseeds)
+            conds, unconds = encode_conds(p, model, p.prompts, p.negative_prompts, p.steps)
             t = time.perf_counter()
             p._unfinished = False
-            latents = p.sample_batch(model, conds, unconds, seeds, subseeds)
+            latents = p.sample_batch(model, conds, unconds, p.seeds, p.subseeds)
             timings["sampling"] += time.perf_counter() - t
             if p._unfinished:
                 log.info("%s: batch %d interrupted before its last step; nothing saved for it", p.tab, n + 1)
                 break
+            if p.scripts is not None:
+                latents = p.scripts.post_sample(p, latents)
             if state.skipped and not state.interrupted:
                 state.skipped = False
             t = time.perf_counter()
-            decoded = decode_latents(model, latents)
+            decoded = decode_to_tensor(model, latents)
             timings["decode"] += time.perf_counter() - t
-            _run_hook(p, "postprocess_batch", batch_number=n, images=decoded)
+            if p.scripts is not None:
+                decoded = p.scripts.postprocess_batches(p, decoded, batch_number=n)
             t = time.perf_counter()
-            for i, image in enumerate(decoded):
+            for i, image in enumerate(to_pil(decoded * 2 - 1)):
+                p.batch_index = i
                 image = _run_hook(p, "postprocess_image", image=image) or image
-                image = p.postprocess_image(i, image)
+                mask_for_overlay, overlay_image = p.overlay_for(i)
+                if p.scripts is not None:
+                    mask_for_overlay, overlay_image = p.scripts.postprocess_maskoverlay(p, i, mask_for_overlay,
+                                                                                      overlay_image)
+                if p.color_corrections is not None and i < len(p.color_corrections):
+                    image = apply_color_correction(p.color_corrections[i], image)
+                image = p.apply_overlay(image, mask_for_overlay, overlay_image)
+                image = _run_hook(p, "postprocess_image_after_composite", image=image) or image
                 index = n * p.batch_size + i
                 text = p.infotext(index)
                 if opts.samples_save and not p.do_not_save_samples:
@@ -688,9 +857,21 @@ def conds_for(p: StableDiffusionProcessing, model: Any, prompts: list[str], nega
     model from here on; textual-inversion embeddings replace their trigger words and are listed as ``TI hashes``.
     ``hires_steps``: the schedules are for a hires pass of that many steps after ``steps`` first-pass steps.
     """
-    prompts, network_data = extra_networks.parse_prompts(prompts)
+    return encode_conds(p, model, activate_extra_networks(p, prompts), negative_prompts, steps, hires_steps)
+
+
+def activate_extra_networks(p: StableDiffusionProcessing, prompts: list[str]) -> list[str]:
+    """``prompts`` without their extra-network tags; the networks they name are made active (``p.extra_network_data``
+    holds what was asked)."""
+    prompts, p.extra_network_data = extra_networks.parse_prompts(prompts)
     if not p.disable_extra_networks:
-        extra_networks.activate(p, network_data)
+        extra_networks.activate(p, p.extra_network_data)
+    return prompts
+
+
+def encode_conds(p: StableDiffusionProcessing, model: Any, prompts: list[str], negative_prompts: list[str], steps: int,
+                 hires_steps: int | None = None):
+    """Scheduled conditioning of prompts whose extra-network tags are already taken out."""
     embeddings = extra_networks.EmbeddingUsage(getattr(p.prompt_resources, "embeddings", None))
     kwargs = dict(clip_skip=p.effective_clip_skip(), emphasis=p.opts.emphasis, hires_steps=hires_steps,
                   use_old_scheduling=p.opts.use_old_scheduling, embeddings=embeddings)
@@ -702,9 +883,23 @@ def conds_for(p: StableDiffusionProcessing, model: Any, prompts: list[str], nega
 
 def make_scheduler(p: StableDiffusionProcessing, model: Any, sampler_name: str | None = None,
                    scheduler_name: str | None = None, seeds: list[int] | None = None):
-    return sd_samplers.create_scheduler(sampler_name or p.sampler_name, scheduler_name or p.scheduler,
+    """The diffusers scheduler of a pass; it is ``p.sampler`` while the pass runs (A1111)."""
+    p.sampler = sd_samplers.create_scheduler(sampler_name or p.sampler_name, scheduler_name or p.scheduler,
                                         model.scheduler_config, eta=p.eta, opts=p.opts, s_churn=p.s_churn,
                                         s_tmin=p.s_tmin, s_tmax=p.s_tmax, s_noise=p.s_noise, noise_seeds=seeds)
+    return p.sampler
+
+
+def add_extra_noise(p: StableDiffusionProcessing, x: torch.Tensor, xi: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+    """img2img / hires: the noised start ``xi`` of the init latents ``x`` gets ``opts.img2img_extra_noise`` times more
+    noise; ``on_extra_noise`` callbacks may replace that noise first (A1111)."""
+    amount = p.opts.img2img_extra_noise
+    if amount <= 0:
+        return xi
+    p.extra_generation_params["Extra noise"] = amount
+    params = script_callbacks.ExtraNoiseParams(noise, x, xi)
+    script_callbacks.extra_noise_callback(params)
+    return xi + params.noise * amount
 
 
 def step_generators(p: StableDiffusionProcessing, seeds: list[int], shape: tuple[int, ...]) -> list[torch.Generator]:
@@ -755,9 +950,14 @@ def sample(model: Any, scheduler, latents: torch.Tensor, timesteps: torch.Tensor
         latents = scheduler.step(noise_pred, t, latents, **step_kwargs).prev_sample
         if inpaint is not None:
             mask, init_latents, noise = inpaint
-            if i + 1 < len(timesteps):
+            final = i + 1 == len(timesteps)
+            if not final:
                 init_latents = scheduler.add_noise(init_latents, noise, timesteps[i + 1:i + 2])
-            latents = init_latents * (1 - mask) + latents * mask
+            blended = init_latents * (1 - mask) + latents * mask
+            if p.scripts is not None:
+                blended = p.scripts.on_mask_blend(p, latents, mask, init_latents, blended, None if final else model,
+                                                  None if final else _step_sigma(scheduler, t))
+            latents = blended
         state.sampling_step = i + 1
         previews.step(i, len(timesteps), latents)
     previews.finish()
@@ -867,9 +1067,14 @@ def encode_images(model: Any, pictures: list[Image.Image]) -> torch.Tensor:
 
 
 def decode_latents(model: Any, latents: torch.Tensor) -> list[Image.Image]:
+    return to_pil(decode_to_tensor(model, latents) * 2 - 1)
+
+
+def decode_to_tensor(model: Any, latents: torch.Tensor) -> torch.Tensor:
+    """Latents -> pixels as A1111's scripts see a batch: ``[B, 3, H, W]`` float in 0..1."""
     shift = getattr(model.vae.config, "shift_factor", None) or 0.0
     x = model.vae.decode(latents.to(model.vae.dtype) / model.vae.config.scaling_factor + shift).sample
-    return to_pil(x)
+    return ((x.float() + 1) / 2).clamp(0, 1)
 
 
 def to_pil(x: torch.Tensor) -> list[Image.Image]:

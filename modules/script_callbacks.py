@@ -20,6 +20,14 @@ What each event receives:
 ``cfg_after_cfg``        ``(AfterCFGCallbackParams)`` after CFG combined them
 ``infotext_pasted``      ``(infotext: str, params: dict)`` after an infotext was parsed for pasting
 ``script_unloaded``      ``()`` before scripts are unloaded
+``extra_noise``          ``(ExtraNoiseParams)`` img2img / hires with ``img2img_extra_noise`` > 0 (may replace noise)
+``image_grid``           ``(ImageGridLoopParams)`` before a grid is drawn (may change imgs, cols, rows)
+``before_ui``            ``()`` before the page is built
+``before_component``     ``(component, **kwargs)`` before each Gradio component of the page is created
+``after_component``      ``(component, **kwargs)`` after it was created
+``list_optimizers``      ``(list)`` append cross-attention optimizations (A1111's ``SdOptimization``)
+``list_unets``           ``(list)`` append alternative UNets (A1111's ``SdUnetOption``)
+``before_token_counter`` ``(BeforeTokenCounterParams)`` before the prompt's tokens are counted (may change it)
 =======================  ================================================================================
 """
 from __future__ import annotations
@@ -35,7 +43,9 @@ from modules import extensions
 log = logging.getLogger(__name__)
 
 EVENTS = ("app_started", "ui_tabs", "ui_settings", "model_loaded", "before_image_saved", "image_saved",
-          "cfg_denoiser", "cfg_denoised", "cfg_after_cfg", "infotext_pasted", "script_unloaded")
+          "cfg_denoiser", "cfg_denoised", "cfg_after_cfg", "infotext_pasted", "script_unloaded", "extra_noise",
+          "image_grid", "before_ui", "before_component", "after_component", "list_optimizers", "list_unets",
+          "before_token_counter")
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -76,6 +86,32 @@ class AfterCFGCallbackParams:
 
 
 @dataclass
+class ExtraNoiseParams:
+    """img2img extra noise: ``noise`` (replaceable) is added, times ``img2img_extra_noise``, to ``xi``, the noised
+    start of the init latents ``x``."""
+    noise: Any
+    x: Any
+    xi: Any
+
+
+@dataclass
+class ImageGridLoopParams:
+    """A grid about to be drawn from ``imgs`` in ``cols`` x ``rows`` cells (each replaceable)."""
+    imgs: list[Any]
+    cols: int
+    rows: int
+
+
+@dataclass
+class BeforeTokenCounterParams:
+    """The text the token counter is about to count (``prompt`` replaceable)."""
+    prompt: str
+    steps: int
+    styles: list[str]
+    is_positive: bool = True
+
+
+@dataclass
 class ImageSaveParams:
     image: Any
     p: Any
@@ -108,14 +144,14 @@ def _add(event: str, callback: Callable[..., Any], name: str | None) -> None:
     _callbacks[event].append(ScriptCallback(filename, callback, name, extensions.owner_of(filename)))
 
 
-def _call(event: str, *args: Any) -> list[Any]:
+def _call(event: str, *args: Any, **kwargs: Any) -> list[Any]:
     """Call every active callback of ``event``; returns their results. A failing callback is contained."""
     results = []
     for cb in list(_callbacks[event]):
         if cb.owner is not None and not cb.owner.active:
             continue
         try:
-            results.append(cb.callback(*args))
+            results.append(cb.callback(*args, **kwargs))
         except Exception as e:  # noqa: BLE001 - contained: reported, taken out, the caller carries on
             _remove(event, cb)
             where = f"callback {event} ({cb.label})"
@@ -205,6 +241,38 @@ def on_script_unloaded(callback: Callable[[], None], *, name: str | None = None)
     _add("script_unloaded", callback, name)
 
 
+def on_extra_noise(callback: Callable[[ExtraNoiseParams], None], *, name: str | None = None) -> None:
+    _add("extra_noise", callback, name)
+
+
+def on_image_grid(callback: Callable[[ImageGridLoopParams], None], *, name: str | None = None) -> None:
+    _add("image_grid", callback, name)
+
+
+def on_before_ui(callback: Callable[[], None], *, name: str | None = None) -> None:
+    _add("before_ui", callback, name)
+
+
+def on_before_component(callback: Callable[..., None], *, name: str | None = None) -> None:
+    _add("before_component", callback, name)
+
+
+def on_after_component(callback: Callable[..., None], *, name: str | None = None) -> None:
+    _add("after_component", callback, name)
+
+
+def on_list_optimizers(callback: Callable[[list[Any]], None], *, name: str | None = None) -> None:
+    _add("list_optimizers", callback, name)
+
+
+def on_list_unets(callback: Callable[[list[Any]], None], *, name: str | None = None) -> None:
+    _add("list_unets", callback, name)
+
+
+def on_before_token_counter(callback: Callable[[BeforeTokenCounterParams], None], *, name: str | None = None) -> None:
+    _add("before_token_counter", callback, name)
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # Calling
 # ---------------------------------------------------------------------------------------------------------------------
@@ -258,3 +326,41 @@ def infotext_pasted_callback(infotext: str, params: dict[str, Any]) -> None:
 
 def script_unloaded_callback() -> None:
     _call("script_unloaded")
+
+
+def extra_noise_callback(params: ExtraNoiseParams) -> None:
+    _call("extra_noise", params)
+
+
+def image_grid_callback(params: ImageGridLoopParams) -> None:
+    _call("image_grid", params)
+
+
+def before_ui_callback() -> None:
+    _call("before_ui")
+
+
+def before_component_callback(component: Any, **kwargs: Any) -> None:
+    _call("before_component", component, **kwargs)
+
+
+def after_component_callback(component: Any, **kwargs: Any) -> None:
+    _call("after_component", component, **kwargs)
+
+
+def list_optimizers_callback() -> list[Any]:
+    """What the extensions add to the list of cross-attention optimizations."""
+    found: list[Any] = []
+    _call("list_optimizers", found)
+    return found
+
+
+def list_unets_callback() -> list[Any]:
+    """What the extensions add to the list of alternative UNets."""
+    found: list[Any] = []
+    _call("list_unets", found)
+    return found
+
+
+def before_token_counter_callback(params: BeforeTokenCounterParams) -> None:
+    _call("before_token_counter", params)

@@ -44,6 +44,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+class ScriptError(RuntimeError):
+    """The selected script failed: the job fails with the script's name and its exception."""
+
+
 AlwaysVisible = object()
 """``show()`` returns this for a script that is always on (no dropdown; its hooks run on every job)."""
 
@@ -51,6 +55,44 @@ AlwaysVisible = object()
 @dataclass
 class PostprocessImageArgs:
     image: Image.Image
+
+
+@dataclass
+class PostSampleArgs:
+    """``post_sample``: the batch's latents after sampling, before the VAE decode (replace ``samples``)."""
+    samples: Any
+
+
+@dataclass
+class PostprocessBatchListArgs:
+    """``postprocess_batch_list``: the decoded batch as a list of ``[3, H, W]`` tensors in 0..1; scripts may replace,
+    add or remove entries (the job then has that many images)."""
+    images: list[Any]
+
+
+@dataclass
+class PostProcessMaskOverlayArgs:
+    """``postprocess_maskoverlay``: what image ``index`` of the batch is pasted over (replace either; None skips)."""
+    index: int
+    mask_for_overlay: Image.Image | None
+    overlay_image: Image.Image | None
+
+
+@dataclass
+class MaskBlendArgs:
+    """``on_mask_blend``: the inpainting blend of one sampling step (``denoiser`` None: the final blend).
+    ``nmask`` is 1 where the picture is regenerated, ``mask`` where it is kept; replace ``blended_latent``."""
+    current_latent: Any
+    nmask: Any
+    init_latent: Any
+    mask: Any
+    blended_latent: Any
+    denoiser: Any = None
+    sigma: Any = None
+
+    @property
+    def is_final_blend(self) -> bool:
+        return self.denoiser is None
 
 
 class Script:
@@ -97,10 +139,39 @@ class Script:
     def process_batch(self, p: StableDiffusionProcessing, *args: Any, **kwargs: Any) -> None:
         pass
 
+    def after_extra_networks_activate(self, p: StableDiffusionProcessing, *args: Any, **kwargs: Any) -> None:
+        """After the batch's extra networks are active (kwargs as ``process_batch`` plus ``extra_network_data``)."""
+
+    def process_before_every_sampling(self, p: StableDiffusionProcessing, *args: Any, **kwargs: Any) -> None:
+        """Right before each sampling pass (twice with hires fix): kwargs ``x`` (start latents), ``noise``, ``c``,
+        ``uc`` (conditioning); changes to ``p`` (steps, cfg_scale, sampler ...) or in-place changes of the tensors
+        are what gets sampled."""
+
+    def before_hr(self, p: StableDiffusionProcessing, *args: Any) -> None:
+        """Before the hires-fix pass (``p.hr_*``, ``p.denoising_strength`` may still be changed)."""
+
+    def post_sample(self, p: StableDiffusionProcessing, ps: PostSampleArgs, *args: Any) -> None:
+        pass
+
+    def on_mask_blend(self, p: StableDiffusionProcessing, mba: MaskBlendArgs, *args: Any) -> None:
+        pass
+
     def postprocess_batch(self, p: StableDiffusionProcessing, *args: Any, **kwargs: Any) -> None:
         pass
 
+    def postprocess_batch_list(self, p: StableDiffusionProcessing, pp: PostprocessBatchListArgs, *args: Any,
+                               **kwargs: Any) -> None:
+        pass
+
     def postprocess_image(self, p: StableDiffusionProcessing, pp: PostprocessImageArgs, *args: Any) -> None:
+        pass
+
+    def postprocess_maskoverlay(self, p: StableDiffusionProcessing, ppmo: PostProcessMaskOverlayArgs,
+                                *args: Any) -> None:
+        pass
+
+    def postprocess_image_after_composite(self, p: StableDiffusionProcessing, pp: PostprocessImageArgs,
+                                          *args: Any) -> None:
         pass
 
     def postprocess(self, p: StableDiffusionProcessing, processed: Processed, *args: Any) -> None:
@@ -253,13 +324,24 @@ class ScriptRunner:
         processed = None
         script = self._selected(p.script_args[0], notes)
         if script is not None:
-            processed = self._call(script, "run", script.run, p, *self._args(script, p))
+            processed = self._run_selected(script, p)
         if processed is None:
             processed = process_images(p)
         notes.extend(f.message for f in extensions.failures[first_failure:])
         if notes:
             processed.comments = "\n".join([processed.comments, *notes] if processed.comments else notes)
         return processed
+
+    def _run_selected(self, script: Script, p: StableDiffusionProcessing) -> Processed | None:
+        """The selected script's ``run``. Unlike an always-on hook, its failure ends the job: the user asked for
+        what it does, and an image made without it would pass for its result (A1111 answers with an error)."""
+        try:
+            return script.run(p, *self._args(script, p))
+        except GenerationError:
+            raise
+        except Exception as e:  # noqa: BLE001 - re-raised as the job's error, naming the script
+            log.error("Script %r (%s) failed", self.titles[script], script.filename, exc_info=e)
+            raise ScriptError(f"Script {self.titles[script]!r} failed: {type(e).__name__}: {e}") from e
 
     def _selected(self, index: Any, notes: list[str]) -> Script | None:
         if not index:
@@ -293,15 +375,63 @@ class ScriptRunner:
         for script in self._active(self.alwayson_scripts):
             self._call(script, "process_batch", script.process_batch, p, *self._args(script, p), **kwargs)
 
+    def after_extra_networks_activate(self, p: StableDiffusionProcessing, **kwargs: Any) -> None:
+        self._each(p, "after_extra_networks_activate", **kwargs)
+
+    def process_before_every_sampling(self, p: StableDiffusionProcessing, **kwargs: Any) -> None:
+        self._each(p, "process_before_every_sampling", **kwargs)
+
+    def before_hr(self, p: StableDiffusionProcessing) -> None:
+        self._each(p, "before_hr")
+
+    def post_sample(self, p: StableDiffusionProcessing, samples: Any) -> Any:
+        """The latents to decode, as the scripts left ``PostSampleArgs.samples``."""
+        ps = PostSampleArgs(samples)
+        self._each(p, "post_sample", ps)
+        return ps.samples
+
+    def on_mask_blend(self, p: StableDiffusionProcessing, current_latent: Any, nmask: Any, init_latent: Any,
+                      blended_latent: Any, denoiser: Any, sigma: Any) -> Any:
+        """The blended latents, as the scripts left ``MaskBlendArgs.blended_latent``."""
+        mba = MaskBlendArgs(current_latent, nmask, init_latent, 1 - nmask, blended_latent, denoiser, sigma)
+        self._each(p, "on_mask_blend", mba)
+        return mba.blended_latent
+
+    def postprocess_batches(self, p: StableDiffusionProcessing, images: Any, batch_number: int) -> Any:
+        """``postprocess_batch(images=[B,3,H,W] tensor)`` (changes in place count) then ``postprocess_batch_list``
+        (may replace the list); returns the batch to turn into pictures, ``[N, 3, H, W]`` in 0..1."""
+        import torch
+
+        self._each(p, "postprocess_batch", images=images, batch_number=batch_number)
+        batch = PostprocessBatchListArgs(list(images))
+        self._each(p, "postprocess_batch_list", batch, batch_number=batch_number)
+        if not batch.images:
+            return images[:0]
+        return torch.stack([torch.as_tensor(im, dtype=images.dtype) for im in batch.images])
+
     def postprocess_batch(self, p: StableDiffusionProcessing, **kwargs: Any) -> None:
-        for script in self._active(self.alwayson_scripts):
-            self._call(script, "postprocess_batch", script.postprocess_batch, p, *self._args(script, p), **kwargs)
+        self._each(p, "postprocess_batch", **kwargs)
 
     def postprocess_image(self, p: StableDiffusionProcessing, image: Image.Image) -> Image.Image:
         pp = PostprocessImageArgs(image)
-        for script in self._active(self.alwayson_scripts):
-            self._call(script, "postprocess_image", script.postprocess_image, p, pp, *self._args(script, p))
+        self._each(p, "postprocess_image", pp)
         return pp.image
+
+    def postprocess_maskoverlay(self, p: StableDiffusionProcessing, index: int, mask_for_overlay: Any,
+                                overlay_image: Any) -> tuple[Any, Any]:
+        ppmo = PostProcessMaskOverlayArgs(index, mask_for_overlay, overlay_image)
+        self._each(p, "postprocess_maskoverlay", ppmo)
+        return ppmo.mask_for_overlay, ppmo.overlay_image
+
+    def postprocess_image_after_composite(self, p: StableDiffusionProcessing, image: Image.Image) -> Image.Image:
+        pp = PostprocessImageArgs(image)
+        self._each(p, "postprocess_image_after_composite", pp)
+        return pp.image
+
+    def _each(self, p: StableDiffusionProcessing, hook: str, *args: Any, **kwargs: Any) -> None:
+        """Call ``hook`` of every active always-on script: ``(p, *args, *its script args, **kwargs)``."""
+        for script in self._active(self.alwayson_scripts):
+            self._call(script, hook, getattr(script, hook), p, *args, *self._args(script, p), **kwargs)
 
     def postprocess(self, p: StableDiffusionProcessing, processed: Processed) -> None:
         for script in self._active(self.alwayson_scripts):

@@ -7,7 +7,7 @@ from typing import Any, Iterator
 from PIL import Image
 from pydantic import ValidationError
 
-from modules import images, rng, shared
+from modules import images, shared
 from modules.processing import GenerationError, Processed, StableDiffusionProcessing, _outdir
 from modules.sd_models import CheckpointLoadError, CheckpointNotFoundError
 
@@ -29,14 +29,6 @@ def set_field(p: StableDiffusionProcessing, name: str, value: Any) -> None:
         type(p).__pydantic_validator__.validate_assignment(p, name, value)
     except ValidationError as e:
         raise GenerationError(f"{value!r} is not a valid {name}: {e.errors()[0]['msg']}") from None
-
-
-def fix_seed(p: StableDiffusionProcessing) -> None:
-    """Replace -1 (random) seeds by concrete ones so every sub-job uses the same."""
-    if p.seed is None or int(p.seed) == -1:
-        p.seed = rng.random_seed()
-    if p.subseed is None or int(p.subseed) == -1:
-        p.subseed = rng.random_seed()
 
 
 def _model_manager(what: str) -> Any:

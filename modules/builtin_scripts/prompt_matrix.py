@@ -16,9 +16,9 @@ import gradio as gr
 from PIL import Image
 
 from modules import scripts
-from modules.builtin_scripts._common import copy_processing, fix_seed, interrupted_result, own_images, save_grid
-from modules.builtin_scripts._grid import GridAnnotation, annotate, compose
-from modules.processing import GenerationError, Processed, StableDiffusionProcessing, process_images
+from modules.builtin_scripts._common import copy_processing, interrupted_result, own_images, save_grid
+from modules.images import GridAnnotation, draw_grid_annotations, grid_with_margins
+from modules.processing import GenerationError, Processed, StableDiffusionProcessing, fix_seed, process_images
 
 DELIMITERS = {"comma": ", ", "space": " "}
 
@@ -113,7 +113,7 @@ class PromptMatrix(scripts.Script):
         cells = pictures + [Image.new("RGB", size) for _ in range(count - len(pictures))]
         rows = 1 << ((len(original.split("|")) - 1) // 2)
         columns, row_labels = matrix_labels(original)
-        grid = annotate(compose(cells, count // rows, margin), *size, columns, row_labels, margin)
+        grid = draw_grid_annotations(grid_with_margins(cells, count // rows, margin), *size, columns, row_labels, margin)
         all_seeds = [s for r in results for s in r.all_seeds]
         files += save_grid(p, grid, "prompt_matrix", infotexts[0], all_seeds[0], original)
         return Processed(p=p, images=[grid, *pictures], infotexts=[infotexts[0], *infotexts], seed=all_seeds[0],

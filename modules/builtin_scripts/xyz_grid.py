@@ -25,11 +25,11 @@ import gradio as gr
 from PIL import Image
 
 from modules import rng, scripts, sd_samplers
-from modules.builtin_scripts._common import (checkpoint_titles, copy_processing, find_checkpoint, fix_seed,
+from modules.builtin_scripts._common import (checkpoint_titles, copy_processing, find_checkpoint,
                                              interrupted_result, load_checkpoint, own_images, restoring_model,
                                              save_grid, set_field)
-from modules.builtin_scripts._grid import GridAnnotation, annotate, compose
-from modules.processing import GenerationError, Processed, StableDiffusionProcessing, process_images
+from modules.images import GridAnnotation, draw_grid_annotations, grid_with_margins
+from modules.processing import GenerationError, Processed, StableDiffusionProcessing, fix_seed, process_images
 
 TITLE = "X/Y/Z plot"
 
@@ -392,15 +392,15 @@ class XYZPlot(scripts.Script):
         for iz in range(len(z.values)):
             cells = [results[(ix, iy, iz)].images[0] if (ix, iy, iz) in results else blank
                      for iy in range(len(y.values)) for ix in range(len(x.values))]
-            grid = compose(cells, len(x.values), margin, size)
-            sub_grids.append(annotate(grid, *size, columns, rows, margin) if draw_legend else grid)
+            grid = grid_with_margins(cells, len(x.values), margin, size)
+            sub_grids.append(draw_grid_annotations(grid, *size, columns, rows, margin) if draw_legend else grid)
             sub_infos.append(results[(0, 0, iz)].infotexts[0] if (0, 0, iz) in results else first.infotexts[0])
         grid = sub_grids[0]
         if len(sub_grids) > 1:
-            grid = compose(sub_grids, len(sub_grids), margin)
+            grid = grid_with_margins(sub_grids, len(sub_grids), margin)
             if draw_legend:
                 titles = [[GridAnnotation(z.label(p, v))] for v in z.values]
-                grid = annotate(grid, *sub_grids[0].size, titles, [[GridAnnotation()]], margin)
+                grid = draw_grid_annotations(grid, *sub_grids[0].size, titles, [[GridAnnotation()]], margin)
         ordered = [results[key] for key in sorted(results, key=lambda c: (c[2], c[1], c[0]))]
         pictures, infotexts = [grid], [first.infotexts[0]]
         if include_sub_grids and len(sub_grids) > 1:
