@@ -55,7 +55,7 @@ def build_app(args, runtime):
 
         demo = ui.create_ui(runtime)
         app = gr.mount_gradio_app(app, demo, path="/", auth=parse_auth(args.gradio_auth),
-                                  css=ui.CSS, head=page.head_html(runtime.paths.data_dir),
+                                  css=ui.CSS, head=page.head_html(runtime.paths.data_dir, runtime.opts.localization),
                                   server_name=bind_address(args), server_port=args.port, show_error=True)
         page.add_routes(app, runtime.paths.data_dir, page.gradio_app_of(app))
     script_callbacks.app_started_callback(demo, app)

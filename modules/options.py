@@ -62,6 +62,7 @@ class Options(BaseModel):
     quicksettings_list: list[str] = Field(default_factory=lambda: ["sd_model_checkpoint"], description="Quicksettings list")
     # Extensions
     disabled_extensions: list[str] = Field(default_factory=list, description="Disabled extensions")
+    localization: str = Field("None", description="Localization: the name of a localizations/*.json of an extension, or None (requires restart)")
 
     # -- persistence ---------------------------------------------------------------------------------------------
     @classmethod

@@ -621,8 +621,8 @@ def _job_output(value: Any):
     return JobOutput(value=value)
 
 
-def settings_tab(runtime: Runtime, settings_json: gr.Textbox) -> None:
-    """The settings; Apply saves them and refreshes ``settings_json`` (the page's ``opts``)."""
+def settings_tab(runtime: Runtime) -> Any:
+    """The settings; returns the Apply event (the page's ``opts`` are refreshed after it)."""
     script_callbacks.ui_settings_callback()
     fields = Options.model_fields
     widgets: dict[str, gr.components.Component] = {}
@@ -665,8 +665,7 @@ def settings_tab(runtime: Runtime, settings_json: gr.Textbox) -> None:
             text += "".join(f"<div class='error-box'>{html.escape(e)}</div>" for e in errors)
         return text
 
-    apply.click(save, [widgets[n] for n in names], result).then(
-        lambda: page.options_json(runtime.opts), None, settings_json, queue=False, show_progress="hidden")
+    return apply.click(save, [widgets[n] for n in names], result)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -700,9 +699,6 @@ def create_ui(runtime: Runtime) -> gr.Blocks:
             return gr.update(choices=checkpoint_choices(runtime))
 
         ckpt.input(change_checkpoint, ckpt, [ckpt, ckpt_status], concurrency_limit=1)
-        # every setting as JSON for the page's `opts` (javascript/webui.js reads it); filled on each page load
-        settings_json = gr.Textbox(lambda: page.options_json(runtime.opts), visible="hidden",
-                                   elem_id="settings_json")
         refresh.click(refresh_checkpoints, None, ckpt, queue=False)
 
         with gr.Tabs(elem_id="tabs") as tabs:
@@ -727,9 +723,15 @@ def create_ui(runtime: Runtime) -> gr.Blocks:
                     with gr.Tab("Install from URL", id="extensions_install_from_url"):
                         extension_git.create_install_ui(runtime)
             with gr.Tab("Settings", id="settings", elem_id="tab_settings", render_children=True):
-                settings_tab(runtime, settings_json)
+                settings_applied = settings_tab(runtime)
 
         _wire_mode_tracking(i2i_w)  # img2img sub-mode follows the selected sub-tab
+
+        # every setting as JSON for the page's `opts` (javascript/webui.js reads it), made after the Settings tab
+        # so that the options extensions add there are in it; filled again on each page load and after Apply
+        settings_json = gr.Textbox(lambda: page.options_json(runtime.opts), visible="hidden", elem_id="settings_json")
+        settings_applied.then(lambda: page.options_json(runtime.opts), None, settings_json, queue=False,
+                              show_progress="hidden")
 
         # send-to buttons and PNG Info paste
         def first_image(gallery):
