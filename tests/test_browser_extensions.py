@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import textwrap
 import time
 from pathlib import Path
@@ -158,3 +159,24 @@ def test_opts_follow_apply_settings(page, server):
     assert page.evaluate("probe.optionsChanged") > before
     page.click("button[role=tab]:has-text('txt2img')")
     time.sleep(0.2)
+
+
+def test_extensions_tab_installs_from_a_git_url(page, server, tmp_path):
+    repo = tmp_path / "sd-webui-fresh"
+    (repo / "scripts").mkdir(parents=True)
+    (repo / "scripts" / "fresh.py").write_text("# new extension\n")
+    for command in (["init", "-q"], ["add", "-A"],
+                    ["-c", "user.email=t@example.com", "-c", "user.name=t", "commit", "-qm", "first"]):
+        subprocess.run(["git", *command], cwd=repo, check=True, capture_output=True)
+    page.click("button[role=tab]:has-text('Extensions')")
+    page.click("button[role=tab]:has-text('Install from URL')")
+    page.fill("#extension_to_install textarea", f"file://{repo}")
+    page.click("#install_extension_button")
+    page.wait_for_function("document.querySelector('#extension_install_result').innerText.includes('Restart')",
+                           timeout=30000)
+    assert "Installed into" in page.inner_text("#extension_install_result")
+    assert (server.data_dir / "extensions" / "sd-webui-fresh" / "scripts" / "fresh.py").is_file()
+    page.click("#install_extension_button")   # again: the folder exists now
+    page.wait_for_function("document.querySelector('#extension_install_result').innerText.includes('already')",
+                           timeout=30000)
+    page.evaluate("switch_to_txt2img()")
