@@ -40,7 +40,7 @@ def build_app(args, runtime):
     """The FastAPI app: API routes (with --api) and the Gradio UI mounted at / (unless --nowebui)."""
     from fastapi import FastAPI
 
-    from modules import page, script_callbacks
+    from modules import page, script_callbacks, shared
 
     demo = None
     app = FastAPI(title="Stable Diffusion web UI", docs_url="/docs" if args.api else None, redoc_url=None)
@@ -54,6 +54,7 @@ def build_app(args, runtime):
         from modules import ui
 
         demo = ui.create_ui(runtime)
+        shared.demo = demo
         app = gr.mount_gradio_app(app, demo, path="/", auth=parse_auth(args.gradio_auth),
                                   css=ui.CSS, head=page.head_html(runtime.paths.data_dir, runtime.opts.localization),
                                   server_name=bind_address(args), server_port=args.port, show_error=True)
@@ -66,7 +67,7 @@ def build_app(args, runtime):
 def main(argv: list[str] | None = None) -> None:
     started = time.perf_counter()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    args = parse_args(argv)
+    args = parse_args(argv, with_extensions=True)
     problem = check_network_exposure(args)
     if problem:
         log.error(problem)
@@ -76,9 +77,13 @@ def main(argv: list[str] | None = None) -> None:
     from modules.runtime import Runtime
 
     from modules import scripts
+    from modules.a1111 import lifecycle
 
     runtime = Runtime.create(args)
     runtime.queue = JobQueue(runtime.paths.history_db)
+    lifecycle.run_installers(runtime.paths.extensions_dir, runtime.opts.disabled_extensions,
+                             args.disable_all_extensions, args=sys.argv[1:] if argv is None else argv,
+                             skip=args.skip_install)
     scripts.load_scripts(runtime.paths.extensions_dir, runtime.opts.disabled_extensions, args.disable_all_extensions)
     app = build_app(args, runtime)
 

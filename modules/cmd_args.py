@@ -24,6 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cors-allow-origins", type=str, default=None, help="comma-separated allowed CORS origins")
     p.add_argument("--skip-load-model-at-start", action="store_true", help="do not load a model until it is needed")
     p.add_argument("--disable-all-extensions", action="store_true", help="load no extension")
+    p.add_argument("--skip-install", action="store_true", help="do not run extensions' install.py")
     p.add_argument("--enable-insecure-extension-access", action="store_true",
                    help="allow installing and updating extensions from the page even when listening on the network")
     p.add_argument("--device", type=str, default=None, help="torch device (default: cuda if available, else cpu)")
@@ -31,8 +32,18 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    args = build_parser().parse_args(argv)
+def parse_args(argv: list[str] | None = None, with_extensions: bool = False) -> argparse.Namespace:
+    """Parse ``argv``; ``with_extensions``: first let each enabled extension's ``preload.py`` add its flags."""
+    parser = build_parser()
+    if with_extensions:
+        from modules.a1111 import lifecycle
+        from modules.paths import Paths
+
+        early, _ = parser.parse_known_args(argv)
+        paths = Paths.from_args(early.data_dir)
+        lifecycle.preload_extensions(parser, paths.extensions_dir, lifecycle.disabled_in_config(paths.data_dir),
+                                     early.disable_all_extensions)
+    args = parser.parse_args(argv)
     if args.nowebui:
         args.api = True
     if args.port is None:

@@ -2,15 +2,17 @@
 optionally ``metadata.ini``, ``style.css`` and ``javascript/*.js`` (loaded into the page by ``modules.page``).
 
 - Discovery (``discover``): every folder not starting with ``.``; enabled unless listed in
-  ``opts.disabled_extensions`` (by folder name) or ``--disable-all-extensions`` is given. ``install.py`` is never
-  run: installing dependencies is the user's explicit job.
+  ``opts.disabled_extensions`` (by folder name) or ``--disable-all-extensions`` is given. ``preload.py`` and
+  ``install.py`` are run by the app at start (``modules.a1111.lifecycle``); their problems are listed here.
 - Order: ``metadata.ini`` ``[Extension]`` ``Name`` (the name others refer to, the folder name by default) and the
   comma/space separated lists ``Requires``, ``Before``, ``After``. Requires and After load the named extensions
   first, Before loads this one before them; ties go alphabetically. A dependency cycle is reported on each extension
   in it and those load alphabetically after the others.
-- Failures: an extension whose script fails to import, or raises in ``ui()``, a hook or a callback, is logged with
-  its name and file, switched off for the rest of the run (``failed``) and listed with its error (Extensions tab,
-  ``/sdapi/v1/extensions``). A built-in script (``modules/builtin_scripts``) that fails only switches off its own file.
+- Failures: a script file that fails to import is logged with its extension's name and file, listed with its error
+  (Extensions tab, ``/sdapi/v1/extensions``) and left out; the extension's other files load on their own (as A1111);
+  an extension none of whose files imported is ``failed``. An extension that raises in ``ui()``, a hook or a callback
+  is logged and listed the same way and switched off for the rest of the run (``failed``). A built-in script
+  (``modules/builtin_scripts``) that fails only switches off its own file.
 
 Everything that can fail is represented by an owner with ``active`` and ``fail(where, exc)``: an ``Extension`` or
 one of its ``ScriptFile``s. ``owner_of(path)`` finds it for any file (callbacks are attributed this way).
@@ -20,11 +22,15 @@ from __future__ import annotations
 import configparser
 import html
 import logging
+import os
 import re
+import sys
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
+
+from modules.a1111 import lifecycle, missing
 
 log = logging.getLogger(__name__)
 
@@ -75,21 +81,24 @@ class Extension:
         folder = self.path if self.is_builtin else self.path / "scripts"
         return sorted(f for f in folder.glob("*.py") if not f.name.startswith("_"))
 
-    def fail(self, where: str, exc: BaseException, file: str | Path | None = None) -> None:
-        """Record ``exc`` (raised in ``where``), log it with the extension's name and file, and switch it off."""
-        failure = Failure(self.name, str(file or self.path), where, f"{type(exc).__name__}: {exc}")
-        log.error("Extension %r (%s) failed in %s and is disabled for the rest of the run: %s\n%s", self.name,
-                  failure.file, where, failure.error, "".join(traceback.format_exception(exc)).rstrip())
+    def fail(self, where: str, exc: BaseException, file: str | Path | None = None, switch_off: bool = True) -> None:
+        """Record ``exc`` (raised in ``where``), log it with the extension's name and file, and switch the extension
+        off unless ``switch_off`` is False (a file that failed to import: only that file is left out)."""
+        switch_off = switch_off and not self.is_builtin
+        failure = Failure(self.name, str(file or self.path), where, missing.describe(exc))
+        log.error("Extension %r (%s) failed in %s%s: %s\n%s", self.name, failure.file, where,
+                  " and is disabled for the rest of the run" if switch_off else "", failure.error,
+                  "".join(traceback.format_exception(exc)).rstrip())
         failures.append(failure)
         self.problems.append(failure.message)
-        if not self.is_builtin:
+        if switch_off:
             self.failed = True
 
 
 @dataclass(eq=False)
 class ScriptFile:
-    """One loaded ``.py`` file of scripts. It is the unit that is switched off when a built-in script fails; a
-    failure in an extension's file switches off the whole extension."""
+    """One loaded ``.py`` file of scripts. It is the unit that is switched off when a built-in script fails or a
+    file fails to import; a failure of an extension's code at run time switches off the whole extension."""
     path: Path
     extension: Extension
     error: str | None = None
@@ -100,7 +109,14 @@ class ScriptFile:
 
     def fail(self, where: str, exc: BaseException) -> None:
         self.error = f"{type(exc).__name__}: {exc}"
-        self.extension.fail(where, exc, self.path)
+        if where != "import":
+            self.extension.fail(where, exc, self.path)
+            return
+        self.extension.fail(where, exc, self.path, switch_off=False)
+        own = [f for f in script_files.values() if f.extension is self.extension]
+        if not self.extension.is_builtin and all(f.error is not None for f in own) and \
+                len(own) == len(self.extension.script_files()):
+            self.extension.failed = True    # nothing of it loaded
 
 
 # The extensions of this run (builtin first, then user extensions in load order), their loaded script files, and
@@ -117,6 +133,7 @@ failures: list[Failure] = []
 def discover(extensions_dir: Path | None, disabled: Iterable[str] = (), disable_all: bool = False) -> list[Extension]:
     """Find the extensions of ``extensions_dir`` in load order and make them this run's (``extensions``)."""
     disabled = set(disabled)
+    _forget_modules(extensions)
     found = []
     if extensions_dir is not None and extensions_dir.is_dir():
         for folder in sorted(extensions_dir.iterdir()):
@@ -128,12 +145,23 @@ def discover(extensions_dir: Path | None, disabled: Iterable[str] = (), disable_
                 found.append(ext)
     ordered = sort_extensions(found)
     _check_requirements(ordered)
+    lifecycle.attach_problems(ordered)      # what preload.py / install.py reported before
     builtin.problems.clear()
     builtin.failed = False
     extensions[:] = ordered
     script_files.clear()
     failures.clear()
     return ordered
+
+
+def _forget_modules(exts: list[Extension]) -> None:
+    """Drop the modules the previous extensions imported from their own folders (e.g. an extension's package), so
+    a new discovery imports them again from where the extensions are now."""
+    folders = [str(ext.path) + os.sep for ext in exts]
+    for name, module in list(sys.modules.items()):
+        file = getattr(module, "__file__", None) or ""
+        if folders and file.startswith(tuple(folders)):
+            del sys.modules[name]
 
 
 def _read_metadata(ext: Extension) -> None:

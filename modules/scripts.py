@@ -492,9 +492,9 @@ def _load_file(path: Path, ext: extensions.Extension) -> None:
     finally:
         sys.path[:] = saved_sys_path
         _current_basedir = str(REPO_ROOT)
-    for obj in list(vars(module).values()):
-        if (isinstance(obj, type) and issubclass(obj, Script) and obj.__module__ == module.__name__
-                and obj.title is not Script.title):
+    for obj in list(vars(module).values()):   # as A1111: every Script class in the file's namespace, once
+        if (isinstance(obj, type) and issubclass(obj, Script) and obj.title is not Script.title
+                and all(data.script_class is not obj for data in scripts_data)):
             scripts_data.append(ScriptClassData(obj, str(source.path), folder, module))
 
 

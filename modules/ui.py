@@ -16,6 +16,7 @@ from PIL import Image
 from pydantic import ValidationError
 
 from modules import extension_git, extensions, page, script_callbacks
+from modules.a1111 import options as extension_options
 from modules import infotext as infotext_mod
 from modules.options import Options
 from modules.runtime import Runtime
@@ -623,7 +624,7 @@ def _job_output(value: Any):
 
 def settings_tab(runtime: Runtime) -> Any:
     """The settings; returns the Apply event (the page's ``opts`` are refreshed after it)."""
-    script_callbacks.ui_settings_callback()
+    extension_options.register_extension_settings(force=True)     # runs the on_ui_settings callbacks
     fields = Options.model_fields
     widgets: dict[str, gr.components.Component] = {}
     skip = {"sd_model_checkpoint", "quicksettings_list", "disabled_extensions", "randn_source"}
@@ -646,6 +647,8 @@ def settings_tab(runtime: Runtime) -> Any:
                                           elem_id=f"setting_{name}")
             else:
                 widgets[name] = gr.Textbox(value=str(value), label=label, elem_id=f"setting_{name}")
+        opts = extension_options.OptionsFacade(lambda: runtime.opts)   # extensions' options (A1111's API)
+        widgets.update(extension_options.settings_components(opts))
 
     names = list(widgets)
 
@@ -655,7 +658,7 @@ def settings_tab(runtime: Runtime) -> Any:
             if value == getattr(runtime.opts, name):
                 continue
             try:
-                runtime.opts.set(name, value)
+                opts.set(name, value)
                 changed.append(name)
             except ValueError as e:
                 errors.append(str(e))
@@ -675,6 +678,7 @@ def create_ui(runtime: Runtime) -> gr.Blocks:
     samplers, schedulers = sampler_choices()
     current = runtime.models.current
     native = getattr(current, "native_size", None) or 512
+    extension_tabs = script_callbacks.ui_tabs_callback()   # their own gr.Blocks, built outside the page (as A1111)
     with gr.Blocks(title="Stable Diffusion", analytics_enabled=False) as demo:
         with gr.Row(elem_id="quicksettings"):
             titles = checkpoint_choices(runtime)
@@ -702,27 +706,27 @@ def create_ui(runtime: Runtime) -> gr.Blocks:
         refresh.click(refresh_checkpoints, None, ckpt, queue=False)
 
         with gr.Tabs(elem_id="tabs") as tabs:
-            with gr.Tab("txt2img", id="txt2img", elem_id="tab_txt2img", render_children=True):
+            with gr.Tab("txt2img", id="txt2img", elem_id="tab_txt2img"):
                 t2i = txt2img_tab(runtime, native, samplers, schedulers)
-            with gr.Tab("img2img", id="img2img", elem_id="tab_img2img", render_children=True):
+            with gr.Tab("img2img", id="img2img", elem_id="tab_img2img"):
                 i2i, i2i_w = img2img_tab(runtime, native, samplers, schedulers)
-            with gr.Tab("Extras", id="extras", elem_id="tab_extras", render_children=True):
+            with gr.Tab("Extras", id="extras", elem_id="tab_extras"):
                 extras_tab()
-            with gr.Tab("PNG Info", id="pnginfo", elem_id="tab_pnginfo", render_children=True):
+            with gr.Tab("PNG Info", id="pnginfo", elem_id="tab_pnginfo"):
                 png = pnginfo_tab()
-            with gr.Tab("Train", id="train", elem_id="tab_train", render_children=True):
+            with gr.Tab("Train", id="train", elem_id="tab_train"):
                 train_sizes = train_tab(runtime)
-            for blocks, title, elem_id in script_callbacks.ui_tabs_callback():
-                with gr.Tab(title, id=elem_id, elem_id=f"tab_{elem_id}", render_children=True):
+            for blocks, title, elem_id in extension_tabs:
+                with gr.Tab(title, id=elem_id, elem_id=f"tab_{elem_id}"):
                     blocks.render()
-            with gr.Tab("Extensions", id="extensions", elem_id="tab_extensions", render_children=True):
+            with gr.Tab("Extensions", id="extensions", elem_id="tab_extensions"):
                 with gr.Tabs(elem_id="tabs_extensions"):
                     with gr.Tab("Installed", id="extensions_installed"):
                         extensions.create_ui(runtime.opts)
                         extension_git.create_update_ui(runtime)
                     with gr.Tab("Install from URL", id="extensions_install_from_url"):
                         extension_git.create_install_ui(runtime)
-            with gr.Tab("Settings", id="settings", elem_id="tab_settings", render_children=True):
+            with gr.Tab("Settings", id="settings", elem_id="tab_settings"):
                 settings_applied = settings_tab(runtime)
 
         _wire_mode_tracking(i2i_w)  # img2img sub-mode follows the selected sub-tab

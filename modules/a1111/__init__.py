@@ -41,6 +41,7 @@ MODULES: dict[str, str] = {
     "modules.cache": "modules.a1111.cache",
     "modules.hashes": "modules.a1111.hashes",
     "modules.upscaler": "modules.a1111.upscaler",
+    "modules.deepbooru": "modules.a1111.deepbooru",
     "launch": "modules.a1111.launch",
 }
 
@@ -52,9 +53,9 @@ ADDONS: dict[str, str] = {
     "modules.sd_vae": "modules.a1111.addons.sd_vae",
     "modules.ui": "modules.a1111.addons.ui",
     "modules.extensions": "modules.a1111.addons.extensions",
+    "modules.processing": "modules.a1111.addons.processing",
     # owned by their modules; only the clear missing-name error is added here
     "modules.images": None,
-    "modules.processing": None,
     "modules.scripts": None,
     "modules.script_callbacks": None,
 }
@@ -74,6 +75,7 @@ def install() -> None:
     for name, addon in ADDONS.items():
         _add_names(importlib.import_module(name), addon)
     missing.install_finder()
+    missing.install_package_getattr(importlib.import_module("modules"))
     gradio3.install()
     _installed = True
 

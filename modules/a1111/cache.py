@@ -34,8 +34,7 @@ def dump_cache() -> None:
     """Nothing is held back: ``cache()`` sections are written on every change (``_write``)."""
 
 
-def _write(subsection: str, values: dict[str, Any]) -> None:
-    path = _cache_file()
+def _write(subsection: str, values: dict[str, Any], path: Path) -> None:
     with _lock:
         data = _read(path)
         data[subsection] = values
@@ -48,22 +47,24 @@ def _write(subsection: str, values: dict[str, Any]) -> None:
 class _Section(dict):
     """One section of cache.json; a change is written at once."""
 
-    def __init__(self, name: str, values: dict[str, Any]) -> None:
+    def __init__(self, name: str, values: dict[str, Any], path: Path) -> None:
         super().__init__(values)
-        self.name = name
+        self.name, self.path = name, path
 
     def __setitem__(self, key: str, value: Any) -> None:
         super().__setitem__(key, value)
-        _write(self.name, dict(self))
+        _write(self.name, dict(self), self.path)
 
     def __delitem__(self, key: str) -> None:
         super().__delitem__(key)
-        _write(self.name, dict(self))
+        _write(self.name, dict(self), self.path)
 
 
-def cache(subsection: str) -> dict[str, Any]:
-    section = _read(_cache_file()).get(subsection)
-    return _Section(subsection, section if isinstance(section, dict) else {})
+def cache(subsection: str, path: Path | None = None) -> dict[str, Any]:
+    """The section ``subsection`` of ``cache.json`` (the running app's, or ``path``); assigning a key saves it."""
+    path = path or _cache_file()
+    section = _read(path).get(subsection)
+    return _Section(subsection, section if isinstance(section, dict) else {}, path)
 
 
 def cached_data_for_file(subsection: str, title: str, filename: str, func: Callable[[], Any]) -> Any:

@@ -268,14 +268,15 @@ class OptionsFacade:
 _settings_registered_for: object | None = None
 
 
-def register_extension_settings() -> bool:
-    """Run the extensions' ``on_ui_settings`` callbacks once for the loaded scripts (they call ``add_option``), so
-    their options exist without a page (API-only). Returns whether they ran now."""
+def register_extension_settings(force: bool = False) -> bool:
+    """Run the extensions' ``on_ui_settings`` callbacks (they call ``add_option``) once for the loaded scripts, so
+    their options exist without a page (API-only); ``force``: again (the Settings tab is being built). Returns
+    whether they ran now."""
     global _settings_registered_for
     from modules import script_callbacks, scripts
 
     loaded = scripts.scripts_txt2img
-    if loaded is None or _settings_registered_for is loaded:
+    if not force and (loaded is None or _settings_registered_for is loaded):
         return False
     _settings_registered_for = loaded
     script_callbacks.ui_settings_callback()
@@ -288,7 +289,6 @@ def settings_components(facade: OptionsFacade) -> dict[str, Any]:
     Returns ``{key: component}`` for the ones whose values are saved."""
     import gradio as gr
 
-    register_extension_settings()
     by_section: dict[tuple[str, str], list[str]] = {}
     for key, info in registered.items():
         by_section.setdefault(tuple(info.section or ("extensions", "Extensions")), []).append(key)
