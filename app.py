@@ -47,7 +47,7 @@ def build_app(args, runtime):
         demo = ui.create_ui(runtime)
         shared.demo = demo
         app = gr.mount_gradio_app(app, demo, path="/", auth=ui_credentials(args) or None,
-                                  css=ui.CSS, head=page.head_html(runtime.paths.data_dir),
+                                  css=ui.CSS, head=page.head_html(runtime.paths.data_dir, runtime.opts.localization),
                                   server_name=bind_address(args), server_port=args.port, show_error=True)
         page.add_routes(app, runtime.paths.data_dir, page.gradio_app_of(app))
     hosts = allowed_hosts(args)

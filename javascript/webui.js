@@ -243,12 +243,38 @@ function updateInput(target) {
     target.dispatchEvent(event);
 }
 
-/** The translation of `text` in the selected localization, or undefined. */
+/** The translation of `text` in the selected localization (Settings: localization), or undefined. */
 function getTranslation(text) {
     if (!text) {
         return undefined;
     }
     return localization[text] ?? localization[text.trim()];
+}
+
+// Text the user typed or the app shows as data is never translated.
+var webuiUntranslated = "textarea, input, script, style, code, pre, .prose, .infotext, [contenteditable]";
+
+/** Translate the texts, placeholders and titles in `root` that the localization has a translation for. */
+function webuiTranslate(root) {
+    if (Object.keys(localization).length === 0 || !root || root.nodeType !== Node.ELEMENT_NODE) {
+        return;
+    }
+    const walker = document.createTreeWalker(root, NodeFilter.SHOW_TEXT);
+    for (let node = walker.nextNode(); node; node = walker.nextNode()) {
+        const parent = node.parentElement;
+        const translated = getTranslation(node.nodeValue);
+        if (translated !== undefined && parent && !parent.closest(webuiUntranslated)) {
+            node.nodeValue = node.nodeValue.replace(node.nodeValue.trim(), translated);
+        }
+    }
+    for (const el of [root, ...root.querySelectorAll("[placeholder], [title]")]) {
+        for (const attribute of ["placeholder", "title"]) {
+            const translated = getTranslation(el.getAttribute(attribute));
+            if (translated !== undefined) {
+                el.setAttribute(attribute, translated);
+            }
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------------------------------------
@@ -284,6 +310,14 @@ async function webuiRenderAllTabs() {
     }
 }
 
+function webuiCheckTab() {
+    const tab = get_uiCurrentTab();
+    if (tab && tab !== webuiPage.currentTab) {
+        webuiPage.currentTab = tab;
+        executeCallbacks(uiTabChangeCallbacks);
+    }
+}
+
 function webuiOnMutations(mutations) {
     webuiReadOptions();
     if (!webuiPage.uiLoaded) {
@@ -293,18 +327,24 @@ function webuiOnMutations(mutations) {
             webuiRenderAllTabs().catch((e) => console.error("showing the tabs failed:", e)).finally(() => {
                 webuiReadOptions();
                 webuiPage.uiLoaded = true;
+                // selecting a tab only changes classes (no element is added): watch the top-level tab buttons
+                const buttons = gradioApp().querySelector("#tabs > .tab-wrapper");
+                if (buttons) {
+                    new MutationObserver(webuiCheckTab).observe(buttons, {attributes: true, subtree: true,
+                        attributeFilter: ["class"]});
+                }
+                webuiTranslate(document.body);
                 executeCallbacks(uiLoadedCallbacks);
                 webuiOnMutations([]);
             });
         }
         return;
     }
-    executeCallbacks(uiUpdateCallbacks, mutations);
-    const tab = get_uiCurrentTab();
-    if (tab && tab !== webuiPage.currentTab) {
-        webuiPage.currentTab = tab;
-        executeCallbacks(uiTabChangeCallbacks);
+    for (const mutation of mutations) {
+        mutation.addedNodes.forEach(webuiTranslate);
     }
+    executeCallbacks(uiUpdateCallbacks, mutations);
+    webuiCheckTab();
     clearTimeout(webuiPage.afterUpdateTimer);
     webuiPage.afterUpdateTimer = setTimeout(() => executeCallbacks(uiAfterUpdateCallbacks), 200);
 }

@@ -83,6 +83,7 @@ class Options(BaseModel):
     limit_and_parts: int = Field(20, ge=1, le=1000, description="Most AND parts in one prompt")
     # Extensions
     disabled_extensions: list[str] = Field(default_factory=list, description="Disabled extensions")
+    localization: str = Field("None", description="Localization: the name of a localizations/*.json of an extension, or None (requires restart)")
 
     # -- persistence ---------------------------------------------------------------------------------------------
     @classmethod

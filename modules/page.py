@@ -4,9 +4,10 @@ dir's ``user.css``; the settings as the page's ``opts``; and A1111's ``/file=`` 
 their own files.
 
 ``/file=<path>`` serves a file only when it lies, after resolving ``..`` and symbolic links, inside one of
-``served_roots``: the app's ``javascript/`` folder, an active extension's folder, or the data dir's ``tmp/`` (where
-A1111 extensions write files for their page code). A relative path is taken from the data dir (A1111's web UI root,
-so ``file=extensions/<ext>/tags/x.csv`` works); hidden files and folders (``.git``, ``.env``) are never served.
+``served_roots``: the app's ``javascript/`` folder, an active extension's folder, or the ``tmp/`` folder of the data
+dir or of the app's folder (where A1111 extensions write files for their page code). A relative path is taken from
+the data dir, else from the app's folder (A1111's web UI root: ``file=extensions/<ext>/tags/x.csv``,
+``file=tmp/x.txt``); hidden files and folders (``.git``, ``.env``) are never served.
 With ``--gradio-auth`` the route needs the same login as the page.
 """
 from __future__ import annotations
@@ -50,9 +51,37 @@ def style_files(data_dir: Path) -> list[Path]:
     return [f for f in (*files, data_dir / "user.css") if f.is_file()]
 
 
-def head_html(data_dir: Path) -> str:
+def localizations() -> dict[str, Path]:
+    """Localization name -> file: each active extension's ``localizations/*.json`` (a later extension's file of the
+    same name wins, as in A1111)."""
+    return {f.stem: f for ext in extensions.active_extensions()
+            for f in sorted((ext.path / "localizations").glob("*.json"))}
+
+
+def localization_script(name: str) -> str:
+    """``<script>`` setting ``window.localization`` (text -> translation) from the chosen localization; empty for
+    "None". A missing or unreadable file is logged and the page stays untranslated."""
+    if not name or name == "None":
+        return ""
+    path = localizations().get(name)
+    if path is None:
+        log.error("Localization %r was not found in any enabled extension's localizations/ (found: %s)", name,
+                  ", ".join(sorted(localizations())) or "none")
+        return ""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(data, dict):
+            raise ValueError("it is not a JSON object")
+    except (OSError, ValueError) as e:
+        log.error("Localization file %s is unreadable: %s", path, e)
+        return ""
+    code = json.dumps(data, ensure_ascii=False).replace("</", "<\\/")
+    return f"<script type=\"text/javascript\">window.localization = {code};</script>"
+
+
+def head_html(data_dir: Path, localization: str = "None") -> str:
     """``<script>`` and ``<link>`` tags for the page's ``<head>`` (Gradio runs them in this order)."""
-    tags = []
+    tags = [script] if (script := localization_script(localization)) else []
     for f in script_files():
         kind = "module" if f.suffix == ".mjs" else "text/javascript"
         tags.append(f'<script type="{kind}" src="{_url(f)}"></script>')
@@ -72,8 +101,15 @@ def options_json(opts: Any) -> str:
 # ---------------------------------------------------------------------------------------------------------------------
 # /file=
 # ---------------------------------------------------------------------------------------------------------------------
+def base_dirs(data_dir: Path) -> list[Path]:
+    """Where a relative ``file=`` path is looked up: the data dir, then the app's folder (A1111's ``script_path``,
+    where extensions such as tagcomplete write ``tmp/`` files for their page code)."""
+    return [data_dir, REPO_ROOT]
+
+
 def served_roots(data_dir: Path) -> list[Path]:
-    roots = [APP_JAVASCRIPT_DIR, data_dir / "tmp", *(ext.path for ext in extensions.active_extensions())]
+    roots = [APP_JAVASCRIPT_DIR, *(base / "tmp" for base in base_dirs(data_dir)),
+             *(ext.path for ext in extensions.active_extensions())]
     return [root.resolve() for root in roots]
 
 
@@ -90,7 +126,8 @@ def resolve_served_file(requested: str, data_dir: Path) -> Path:
     if not requested or "\0" in requested:
         raise FileRefused(403, "no file named")
     path = Path(requested)
-    real = (path if path.is_absolute() else data_dir / path).resolve()
+    candidates = [path] if path.is_absolute() else [base / path for base in base_dirs(data_dir)]
+    real = next((c.resolve() for c in candidates if c.exists()), candidates[0].resolve())
     root = next((r for r in served_roots(data_dir) if real.is_relative_to(r)), None)
     if root is None:
         raise FileRefused(403, f"{requested}: only files of the page's scripts, of enabled extensions and of tmp/ "

@@ -689,8 +689,8 @@ def _job_output(value: Any):
     return JobOutput(value=value)
 
 
-def settings_tab(runtime: Runtime, settings_json: gr.Textbox) -> None:
-    """The settings; Apply saves them and refreshes ``settings_json`` (the page's ``opts``)."""
+def settings_tab(runtime: Runtime) -> Any:
+    """The settings; returns the Apply event (the page's ``opts`` are refreshed after it)."""
     extension_options.register_extension_settings(force=True)     # runs the on_ui_settings callbacks
     fields = Options.model_fields
     widgets: dict[str, gr.components.Component] = {}
@@ -735,8 +735,7 @@ def settings_tab(runtime: Runtime, settings_json: gr.Textbox) -> None:
             text += "".join(f"<div class='error-box'>{html.escape(e)}</div>" for e in errors)
         return text
 
-    apply.click(save, [widgets[n] for n in names], result).then(
-        lambda: page.options_json(runtime.opts), None, settings_json, queue=False, show_progress="hidden")
+    return apply.click(save, [widgets[n] for n in names], result)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -771,36 +770,39 @@ def create_ui(runtime: Runtime) -> gr.Blocks:
             return gr.update(choices=checkpoint_choices(runtime))
 
         ckpt.input(change_checkpoint, ckpt, [ckpt, ckpt_status], concurrency_limit=1)
-        # every setting as JSON for the page's `opts` (javascript/webui.js reads it); filled on each page load
-        settings_json = gr.Textbox(lambda: page.options_json(runtime.opts), visible="hidden",
-                                   elem_id="settings_json")
         refresh.click(refresh_checkpoints, None, ckpt, queue=False)
 
         with gr.Tabs(elem_id="tabs") as tabs:
-            with gr.Tab("txt2img", id="txt2img", elem_id="tab_txt2img", render_children=True):
+            with gr.Tab("txt2img", id="txt2img", elem_id="tab_txt2img"):
                 t2i = txt2img_tab(runtime, native, samplers, schedulers)
-            with gr.Tab("img2img", id="img2img", elem_id="tab_img2img", render_children=True):
+            with gr.Tab("img2img", id="img2img", elem_id="tab_img2img"):
                 i2i, i2i_w = img2img_tab(runtime, native, samplers, schedulers)
-            with gr.Tab("Extras", id="extras", elem_id="tab_extras", render_children=True):
+            with gr.Tab("Extras", id="extras", elem_id="tab_extras"):
                 extras_tab(runtime)
-            with gr.Tab("PNG Info", id="pnginfo", elem_id="tab_pnginfo", render_children=True):
+            with gr.Tab("PNG Info", id="pnginfo", elem_id="tab_pnginfo"):
                 png = pnginfo_tab()
-            with gr.Tab("Train", id="train", elem_id="tab_train", render_children=True):
+            with gr.Tab("Train", id="train", elem_id="tab_train"):
                 train_sizes = train_tab(runtime)
             for blocks, title, elem_id in extension_tabs:
-                with gr.Tab(title, id=elem_id, elem_id=f"tab_{elem_id}", render_children=True):
+                with gr.Tab(title, id=elem_id, elem_id=f"tab_{elem_id}"):
                     blocks.render()
-            with gr.Tab("Extensions", id="extensions", elem_id="tab_extensions", render_children=True):
+            with gr.Tab("Extensions", id="extensions", elem_id="tab_extensions"):
                 with gr.Tabs(elem_id="tabs_extensions"):
                     with gr.Tab("Installed", id="extensions_installed"):
                         extensions.create_ui(runtime.opts)
                         extension_git.create_update_ui(runtime)
                     with gr.Tab("Install from URL", id="extensions_install_from_url"):
                         extension_git.create_install_ui(runtime)
-            with gr.Tab("Settings", id="settings", elem_id="tab_settings", render_children=True):
-                settings_tab(runtime, settings_json)
+            with gr.Tab("Settings", id="settings", elem_id="tab_settings"):
+                settings_applied = settings_tab(runtime)
 
         _wire_mode_tracking(i2i_w)  # img2img sub-mode follows the selected sub-tab
+
+        # every setting as JSON for the page's `opts` (javascript/webui.js reads it), made after the Settings tab
+        # so that the options extensions add there are in it; filled again on each page load and after Apply
+        settings_json = gr.Textbox(lambda: page.options_json(runtime.opts), visible="hidden", elem_id="settings_json")
+        settings_applied.then(lambda: page.options_json(runtime.opts), None, settings_json, queue=False,
+                              show_progress="hidden")
 
         # send-to buttons and PNG Info paste
         def first_image(gallery):

@@ -7,6 +7,7 @@ import socket
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -24,21 +25,13 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def server(tiny_models_dir, tiny_configs_dir, tmp_path_factory):
-    """The app on a data dir holding the tiny SD1 checkpoint (its architecture config beside it in configs/)."""
-    data_dir = tmp_path_factory.mktemp("browser-data")
-    ckpt_dir = data_dir / "models" / "Stable-diffusion"
-    ckpt_dir.mkdir(parents=True)
-    shutil.copy(tiny_models_dir / "models" / "Stable-diffusion" / "sd1.safetensors", ckpt_dir)
-    shutil.copy(ckpt_dir / "sd1.safetensors", ckpt_dir / "sd1-copy.safetensors")
-    (ckpt_dir / "broken.safetensors").write_bytes((ckpt_dir / "sd1.safetensors").read_bytes()[:5000])
-    shutil.copytree(tiny_configs_dir, data_dir / "configs")
+@contextmanager
+def running_app(data_dir: Path, log: Path, *args: str):
+    """``python app.py --data-dir <data_dir> <args>`` on a free port until the block ends; yields its URL."""
     port = free_port()
-    log = Path(os.environ.get("BROWSER_TEST_SERVER_LOG") or tmp_path_factory.mktemp("server") / "server.log")
     env = dict(os.environ, HF_HUB_OFFLINE="1", GRADIO_ANALYTICS_ENABLED="False")
     with open(log, "w") as out:
-        proc = subprocess.Popen([sys.executable, "app.py", "--data-dir", str(data_dir), "--port", str(port)],
+        proc = subprocess.Popen([sys.executable, "app.py", "--data-dir", str(data_dir), "--port", str(port), *args],
                                 cwd=REPO, stdout=out, stderr=subprocess.STDOUT, env=env)
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 90
@@ -53,14 +46,17 @@ def server(tiny_models_dir, tiny_configs_dir, tmp_path_factory):
     else:
         proc.kill()
         pytest.fail("server did not answer:\n" + log.read_text())
-    yield SimpleNamespace(url=url, data_dir=data_dir)
-    proc.terminate()
-    proc.wait(10)
-    print("--- server log ---\n" + log.read_text()[-3000:])
+    try:
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        print("--- server log ---\n" + log.read_text()[-3000:])
 
 
-@pytest.fixture(scope="module")
-def page(server):
+@contextmanager
+def browser_page(url: str):
+    """Chromium showing ``url`` once the page and its extension API are loaded (every tab built, opts read)."""
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
@@ -68,13 +64,37 @@ def page(server):
                                     args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
                                           "--disable-component-update", "--no-first-run", "--disable-sync"])
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        page.goto(server.url)
+        page.goto(url)
         page.wait_for_selector("#txt2img_prompt textarea", timeout=30000)
+        page.wait_for_function("window.webuiPage && webuiPage.uiLoaded", timeout=30000)
+        try:
+            yield page
+        finally:
+            browser.close()
+
+
+@pytest.fixture(scope="module")
+def server(tiny_models_dir, tiny_configs_dir, tmp_path_factory):
+    """The app on a data dir holding the tiny SD1 checkpoint (its architecture config beside it in configs/)."""
+    data_dir = tmp_path_factory.mktemp("browser-data")
+    ckpt_dir = data_dir / "models" / "Stable-diffusion"
+    ckpt_dir.mkdir(parents=True)
+    shutil.copy(tiny_models_dir / "models" / "Stable-diffusion" / "sd1.safetensors", ckpt_dir)
+    shutil.copy(ckpt_dir / "sd1.safetensors", ckpt_dir / "sd1-copy.safetensors")
+    (ckpt_dir / "broken.safetensors").write_bytes((ckpt_dir / "sd1.safetensors").read_bytes()[:5000])
+    shutil.copytree(tiny_configs_dir, data_dir / "configs")
+    log = Path(os.environ.get("BROWSER_TEST_SERVER_LOG") or tmp_path_factory.mktemp("server") / "server.log")
+    with running_app(data_dir, log) as url:
+        yield SimpleNamespace(url=url, data_dir=data_dir)
+
+
+@pytest.fixture(scope="module")
+def page(server):
+    with browser_page(server.url) as page:
         # the model loads after the server is up; the page then switches to its native size (64 px)
         page.wait_for_function("document.querySelector('#txt2img_width input[type=number]').value === '64'",
                                timeout=60000)
         yield page
-        browser.close()
 
 
 def set_slider(page, elem_id: str, value: int) -> None:

@@ -45,6 +45,19 @@ def test_head_loads_the_page_api_then_each_active_extension_in_order(data_dir):
     assert "off" not in head and "notes.txt" not in head
 
 
+def test_localization_comes_from_an_extensions_localizations_folder(data_dir):
+    ext = data_dir / "extensions"
+    write_extension(ext, "lang", files={"localizations/de.json": '{"Generate": "Erzeugen", "x": "</script>"}',
+                                        "localizations/broken.json": "[1, 2"})
+    extensions.discover(ext)
+    assert list(page.localizations()) == ["broken", "de"]
+    script = page.localization_script("de")
+    assert script.startswith("<script") and '"Generate": "Erzeugen"' in script and "<\\/script>" in script
+    assert page.localization_script("de") in page.head_html(data_dir, "de")
+    assert page.localization_script("None") == page.localization_script("missing") == ""
+    assert page.localization_script("broken") == ""   # logged; the page stays untranslated
+
+
 def test_options_json_holds_every_setting_and_extension_options():
     opts = Options()
     opts.__pydantic_extra__["tac_maxResults"] = 5   # an extension's option (saved with the others)
@@ -79,6 +92,20 @@ def test_file_route_serves_extension_files_tmp_and_the_page_scripts(served, data
     assert client.get("/file=tmp/path.txt").text == str(folder / "tags")
     assert client.get(f"/file={page.APP_JAVASCRIPT_DIR / 'webui.js'}").text.count("function gradioApp()") == 1
     assert client.get("/file=extensions/tags/tags/missing.csv").status_code == 404
+
+
+def test_relative_paths_fall_back_to_the_app_folder(served, tmp_path, monkeypatch):
+    """tagcomplete writes tmp/tagAutocompletePath.txt under A1111's script_path (the app's folder) and fetches
+    file=tmp/tagAutocompletePath.txt."""
+    client, _ = served
+    app_dir = tmp_path / "app"
+    (app_dir / "tmp").mkdir(parents=True)
+    (app_dir / "tmp" / "tagAutocompletePath.txt").write_text("/tags")
+    (app_dir / "secret.txt").write_text("no")
+    monkeypatch.setattr(page, "REPO_ROOT", app_dir)
+    assert client.get("/file=tmp/tagAutocompletePath.txt").text == "/tags"
+    assert client.get("/file=tmp/path.txt").status_code == 200          # the data dir's tmp/ still comes first
+    assert client.get("/file=secret.txt").status_code == 403
 
 
 @pytest.mark.parametrize("path", ["extensions/tags/../../config.json", "config.json", "extensions/tags/escape.txt",
