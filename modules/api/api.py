@@ -296,7 +296,7 @@ class Api:
 
     # -- options / flags ---------------------------------------------------------------------------------------------
     async def get_options(self) -> dict[str, Any]:
-        return self.runtime.opts.model_dump(mode="json")
+        return self.runtime.opts.public_values()
 
     async def set_options(self, body: dict[str, Any] = Body(...)) -> None:
         """Validate everything first; switch the checkpoint (on the worker) if asked; then set and save the rest."""
