@@ -179,18 +179,19 @@ class Api:
         native_size = [name for name in ("width", "height") if getattr(req, name) is None]
         job = self._submit(kind, _echo(req), self._generation_job(p, req.override_settings or {}, restore, native_size),
                            task_id=req.force_task_id)
-        processed = (await self._wait(job)).value
+        processed, info = (await self._wait(job)).value
         fmt, quality = self.runtime.opts.samples_format, self.runtime.opts.jpeg_quality
         encoded = await run_in_threadpool(lambda: [encode_image(im, fmt, quality) for im in processed.images]
                                           if req.send_images else [])
         echo = _echo(req, include_images=bool(getattr(req, "include_init_images", False)))
-        return m.GenerationResponse(images=encoded, parameters=echo, info=processed.js())
+        return m.GenerationResponse(images=encoded, parameters=echo, info=info)
 
     def _generation_job(self, p: processing.StableDiffusionProcessing, overrides: dict[str, Any], restore: bool,
                         native_size: list[str]) -> Callable[[JobState], JobOutput]:
         """Run ``p`` on the worker (the size fields in `native_size` take the model's native size); afterwards restore a
         checkpoint switched by ``override_settings`` (or, without ``override_settings_restore_afterwards``, keep the
-        overrides as the current settings, as A1111 does)."""
+        overrides as the current settings, as A1111 does). The job's value is ``(Processed, info JSON)``: the info is
+        read while the job's model is still loaded (restoring may unload a checkpoint the override loaded)."""
         models, opts = self.runtime.models, self.runtime.opts
 
         def run(state: JobState) -> JobOutput:
@@ -198,6 +199,7 @@ class Api:
             succeeded = False
             try:
                 processed = self.runtime.run(p, state, native_size)
+                info = processed.js()
                 succeeded = True
             finally:
                 switched = models.current is not previous and previous is not None
@@ -209,7 +211,7 @@ class Api:
                         opts.sd_model_checkpoint = models.current.sd_checkpoint_info.title
                     else:
                         opts.set(key, value)
-            return JobOutput(value=processed, infotext=processed.info, files=list(processed.files))
+            return JobOutput(value=(processed, info), infotext=processed.info, files=list(processed.files))
 
         return run
 
