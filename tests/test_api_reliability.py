@@ -234,3 +234,23 @@ def test_options_never_write_the_file_path_or_unknown_keys_and_work_after_a_rest
         opts.set("stray_key", 7)
     finally:
         Options.extra_known_keys.discard("stray_key")
+
+
+# -- fuzzed input: 4xx, not 5xx ----------------------------------------------------------------------------------------
+def test_sd_vae_must_be_a_known_vae(client, runtime):
+    r = client.post(f"{API}/txt2img", json={**SMALL, "override_settings": {"sd_vae": "no-such-vae.pt"}})
+    assert_names(r, 422, "override_settings", "sd_vae")
+    assert "Automatic" in r.text  # the error lists the choices
+    assert_names(client.post(f"{API}/options", json={"sd_vae": "../../etc/passwd"}), 422, "sd_vae")
+    assert runtime.opts.sd_vae == "Automatic"
+    for choice in ("None", "Automatic"):
+        assert client.post(f"{API}/options", json={"sd_vae": choice}).status_code == 200
+    assert client.post(f"{API}/txt2img", json={**SMALL, "override_settings": {"sd_vae": "None"}}).status_code == 200
+
+
+def test_a_name_too_long_for_the_file_system_is_a_422(client, runtime):
+    r = client.post(f"{API}/create/embedding", json={"name": "n" * 300})
+    assert r.status_code == 422 and "bytes long" in r.text
+    runtime.fail_with = OSError(36, "File name too long")  # what the file system says (ENAMETOOLONG)
+    r = client.post(f"{API}/txt2img", json=SMALL)
+    assert r.status_code == 422 and "too long" in r.text

@@ -16,9 +16,10 @@ API = "/sdapi/v1"
 SMALL = {"width": 64, "height": 64, "steps": 1, "seed": 1}
 
 
-@pytest.fixture
-def live(tmp_path, tiny_models_dir, tiny_configs_dir):
+@pytest.fixture(scope="module")
+def live(tmp_path_factory, tiny_models_dir, tiny_configs_dir):
     """A real runtime over its own checkpoint folder holding ``sd1.safetensors`` and a copy ``other.safetensors``."""
+    tmp_path = tmp_path_factory.mktemp("reliability-live")
     models = tmp_path / "models-data"
     ckpt_dir = Paths.from_args(data_dir=models).ckpt_dir
     ckpt_dir.mkdir(parents=True)
@@ -48,3 +49,10 @@ def test_override_settings_picks_the_checkpoint_for_one_request(live):
     assert runtime.models.current.sd_checkpoint_info.name == "other.safetensors"  # kept, as A1111 does
     assert runtime.opts.sd_model_checkpoint == runtime.models.current.sd_checkpoint_info.title
     assert "Model: other," in generate()
+
+
+def test_a_missing_lora_is_a_warning_in_info(live):
+    runtime, client = live
+    r = client.post(f"{API}/txt2img", json={**SMALL, "prompt": "a red circle <lora:no-such-lora:1>"})
+    assert r.status_code == 200, r.text
+    assert "Lora not found: no-such-lora" in json.loads(r.json()["info"])["comments"]

@@ -7,6 +7,7 @@ validated before anything is queued; bad input is a 4xx naming the field, and a 
 from __future__ import annotations
 
 import asyncio
+import errno
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, TypeVar
@@ -20,7 +21,7 @@ from fastapi.responses import FileResponse
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
-from modules import extensions, images, infotext, processing, scripts, sd_samplers, training
+from modules import extensions, images, infotext, processing, scripts, sd_samplers, sd_vae, training
 from modules.api import models as m
 from modules.api.codec import ImageDecodeError, decode_image, encode_image
 from modules.api.middleware import ApiRequestMiddleware, parse_credentials
@@ -164,6 +165,8 @@ class Api:
             if key == "sd_model_checkpoint":
                 self._checkpoint_title(value, (*loc, key))
                 continue
+            if key == "sd_vae":
+                self._check_vae(value, (*loc, key))
             try:
                 trial.set(key, value)
             except ValueError as e:
@@ -238,6 +241,10 @@ class Api:
             raise _validation_error(e) from None
         except (ValueError, CheckpointLoadError, CheckpointNotFoundError) as e:  # the message names the parameter
             raise HTTPException(422, str(e)) from None
+        except OSError as e:
+            if e.errno == errno.ENAMETOOLONG:  # a name built from the request is longer than the file system allows
+                raise HTTPException(422, f"a file or folder name made from this request is too long: {e}") from None
+            raise HTTPException(500, f"{type(e).__name__}: {e}") from None
         except Exception as e:  # a server fault: the queue has logged the traceback
             raise HTTPException(500, f"{type(e).__name__}: {e}") from None
 
@@ -315,6 +322,14 @@ class Api:
             if key != "sd_model_checkpoint":
                 opts.set(key, value)
         await run_in_threadpool(opts.save)
+
+    def _check_vae(self, name: Any, loc: tuple[str, ...]) -> None:
+        """``sd_vae`` is "Automatic", "None" or the name (or file) of a VAE the server lists."""
+        vaes = self.runtime.models.list_vaes()
+        if name in (sd_vae.AUTOMATIC, sd_vae.NONE) or any(name in (v.name, v.filename) for v in vaes):
+            return
+        choices = ", ".join([sd_vae.AUTOMATIC, sd_vae.NONE, *(v.name for v in vaes)])
+        raise _field_error(loc, f"{'.'.join(loc)}: VAE {name!r} not found; available: {choices}")
 
     def _checkpoint_title(self, name: Any, loc: tuple[str, ...]) -> str:
         if not isinstance(name, str) or not name:
