@@ -220,9 +220,12 @@ def _subfolders(dirname: str) -> list[str]:
 
 def sanitize_filename_part(text: str) -> str:
     """``text`` usable in a file name: forbidden characters become ``_``, no leading spaces or trailing ``. ``,
-    at most 128 characters."""
+    at most 128 characters and 128 UTF-8 bytes (file systems allow 255 bytes per name; four-byte characters such as
+    emoji would pass a character limit)."""
     text = "".join("_" if c in _INVALID_FILENAME_CHARS or ord(c) < 32 else c for c in text)
-    return text.lstrip(" ")[:_MAX_FILENAME_PART].rstrip(" .")
+    text = text.lstrip(" ")[:_MAX_FILENAME_PART]
+    text = text.encode("utf-8", "replace")[:_MAX_FILENAME_PART].decode("utf-8", "ignore")
+    return text.rstrip(" .")
 
 
 # ---------------------------------------------------------------------------------------------------------------------

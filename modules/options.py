@@ -1,7 +1,11 @@
 """Settings: one pydantic model with A1111's option names, persisted to ``config.json``.
 
-Unknown keys (an extension's options, a newer version's) are kept and written back untouched. A value that does not
-validate is reported and its default used, so a hand-edited config can never stop the app from starting.
+Only option keys are ever saved: the app's own fields and the keys extensions registered (``extra_known_keys``).
+A key in ``config.json`` that neither knows is reported at load and ignored: it is not applied, not listed by
+``public_values`` (``GET /options``) and cannot be set, but it is written back unchanged, so the settings of an
+extension that is disabled today survive. Keys starting with ``_`` are never read or written (an old version wrote
+its file path as ``_path``). A value that does not validate is reported and its default used, so a hand-edited
+config can never stop the app from starting.
 """
 from __future__ import annotations
 
@@ -10,15 +14,21 @@ import logging
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Literal
+from collections.abc import MutableSet
+from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 
 log = logging.getLogger(__name__)
 
 
 class Options(BaseModel):
     model_config = ConfigDict(extra="allow", validate_assignment=True)
+
+    # Keys of options that extensions register (``shared.opts.add_option`` adds them): known like the fields above.
+    extra_known_keys: ClassVar[MutableSet[str]] = set()
+    _path: Path | None = PrivateAttr(None)
+    _ignored: MutableSet[str] = PrivateAttr(default_factory=set)   # unknown keys read from the file
 
     # Stable Diffusion
     sd_model_checkpoint: str = Field("", description="Stable Diffusion checkpoint")
@@ -97,6 +107,15 @@ class Options(BaseModel):
             except (OSError, ValueError) as e:
                 log.error("Settings file %s is unreadable (%s); using defaults", path, e)
                 data = {}
+        private = sorted(k for k in data if k.startswith("_"))
+        if private:
+            log.warning("Settings file %s: dropping %s (not settings)", path, ", ".join(map(repr, private)))
+            data = {k: v for k, v in data.items() if not k.startswith("_")}
+        unknown = {k for k in data if not cls.is_known(k)}
+        if unknown:
+            log.warning("Settings file %s: %s %s no setting of this app or its extensions; ignored (kept in the "
+                        "file for an extension that may register it)", path, ", ".join(map(repr, sorted(unknown))),
+                        "is" if len(unknown) == 1 else "are")
         try:
             opts = cls.model_validate(data)
         except ValidationError as e:
@@ -105,21 +124,35 @@ class Options(BaseModel):
                 log.error("Setting %r in %s is invalid (%r); using its default", key, path, data.get(key))
             opts = cls.model_validate({k: v for k, v in data.items() if k not in bad})
         opts._path = path
+        opts._ignored = unknown
         return opts
 
+    @classmethod
+    def is_known(cls, key: str) -> bool:
+        """An option key: one of the fields, or registered by an extension."""
+        return key in cls.model_fields or key in cls.extra_known_keys
+
+    def _is_ignored(self, key: str) -> bool:
+        return key in self._ignored and not self.is_known(key)
+
+    def public_values(self) -> dict[str, Any]:
+        """Every option value by key (JSON types), without the ignored keys: what ``GET /options`` shows."""
+        return {k: v for k, v in self.model_dump(mode="json").items() if not self._is_ignored(k)}
+
     def save(self, path: Path | None = None) -> None:
-        path = path or getattr(self, "_path", None)
+        path = path or self._path
         if path is None:
             return
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".config-", suffix=".json")
         with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(self.model_dump(mode="json"), f, indent=4, ensure_ascii=False)
+            values = {k: v for k, v in self.model_dump(mode="json").items() if not k.startswith("_")}
+            json.dump(values, f, indent=4, ensure_ascii=False)
         os.replace(tmp, path)
 
     def set(self, key: str, value: Any) -> None:
         """Validate and assign one option; raises ``ValueError`` naming the option when the value is bad."""
-        if key not in type(self).model_fields and key not in (self.model_extra or {}):
+        if (key not in type(self).model_fields and key not in (self.model_extra or {})) or self._is_ignored(key):
             raise ValueError(f"unknown option {key!r}")
         try:
             setattr(self, key, value)

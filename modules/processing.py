@@ -641,6 +641,7 @@ class Processed:
             "index_of_first_image": self.index_of_first_image,
             "infotexts": self.infotexts,
             "styles": p.styles,
+            "comments": self.comments,  # warnings of the job (a LoRA not found, a failing script), as A1111
             "job_timestamp": time.strftime("%Y%m%d%H%M%S"),
             "clip_skip": p.effective_clip_skip(),
             "is_using_inpainting_conditioning": bool(getattr(p.sd_model, "is_inpaint", False)),

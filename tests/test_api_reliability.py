@@ -193,3 +193,64 @@ def test_truncated_images_are_a_422_naming_the_field(client, fmt):
     data = base64.b64encode(buf.getvalue()[: len(buf.getvalue()) // 2]).decode()
     assert_names(client.post(f"{API}/png-info", json={"image": data}), 422, "image")
     assert_names(client.post(f"{API}/img2img", json={**SMALL, "init_images": [data]}), 422, "init_images", 0)
+
+
+# -- settings: only option keys are saved -------------------------------------------------------------------------------
+def test_options_never_write_the_file_path_or_unknown_keys_and_work_after_a_restart(tmp_path, caplog):
+    import json
+
+    from modules.options import Options
+    runtime = make_runtime(tmp_path)
+    config = runtime.paths.config_file
+    with TestClient(create_api_app(runtime)) as client:
+        assert "_path" not in client.get(f"{API}/options").json()
+        assert client.post(f"{API}/options", json={"samples_format": "jpg"}).status_code == 200
+        assert_names(client.post(f"{API}/options", json={"_path": "/tmp/elsewhere"}), 422, "_path")
+        assert_names(client.post(f"{API}/options", json={"no_such_option": 1}), 422, "no_such_option")
+        assert str(config) not in json.dumps(client.get(f"{API}/options").json())
+    runtime.queue.close()
+    saved = json.loads(config.read_text())
+    assert saved["samples_format"] == "jpg" and not {"_path", "no_such_option"} & set(saved)
+
+    # A file an old version wrote: its _path is dropped, an unknown key is reported and ignored, POST still saves.
+    config.write_text(json.dumps({**saved, "_path": str(tmp_path / "x.json"), "stray_key": 5}))
+    restarted = make_runtime(tmp_path)
+    assert "'stray_key' is no setting" in caplog.text
+    with TestClient(create_api_app(restarted)) as client:
+        shown = client.get(f"{API}/options").json()
+        assert shown["samples_format"] == "jpg" and not {"_path", "stray_key"} & set(shown)
+        assert client.post(f"{API}/options", json={"samples_format": "png"}).status_code == 200
+        assert_names(client.post(f"{API}/options", json={"stray_key": 6}), 422, "stray_key")
+    restarted.queue.close()
+    saved = json.loads(config.read_text())
+    assert saved["samples_format"] == "png" and "_path" not in saved and saved["stray_key"] == 5
+    assert not (tmp_path / "x.json").exists()
+
+    # A key an extension registers is an option like the app's own.
+    Options.extra_known_keys.add("stray_key")
+    try:
+        opts = Options.load(config)
+        assert opts.public_values()["stray_key"] == 5
+        opts.set("stray_key", 7)
+    finally:
+        Options.extra_known_keys.discard("stray_key")
+
+
+# -- fuzzed input: 4xx, not 5xx ----------------------------------------------------------------------------------------
+def test_sd_vae_must_be_a_known_vae(client, runtime):
+    r = client.post(f"{API}/txt2img", json={**SMALL, "override_settings": {"sd_vae": "no-such-vae.pt"}})
+    assert_names(r, 422, "override_settings", "sd_vae")
+    assert "Automatic" in r.text  # the error lists the choices
+    assert_names(client.post(f"{API}/options", json={"sd_vae": "../../etc/passwd"}), 422, "sd_vae")
+    assert runtime.opts.sd_vae == "Automatic"
+    for choice in ("None", "Automatic"):
+        assert client.post(f"{API}/options", json={"sd_vae": choice}).status_code == 200
+    assert client.post(f"{API}/txt2img", json={**SMALL, "override_settings": {"sd_vae": "None"}}).status_code == 200
+
+
+def test_a_name_too_long_for_the_file_system_is_a_422(client, runtime):
+    r = client.post(f"{API}/create/embedding", json={"name": "n" * 300})
+    assert r.status_code == 422 and "bytes long" in r.text
+    runtime.fail_with = OSError(36, "File name too long")  # what the file system says (ENAMETOOLONG)
+    r = client.post(f"{API}/txt2img", json=SMALL)
+    assert r.status_code == 422 and "too long" in r.text

@@ -238,3 +238,10 @@ def test_just_resize_stretches():
 def test_unknown_resize_mode():
     with pytest.raises(ValueError, match="unknown resize mode 4"):
         images.resize_image(4, striped(), 64, 64)
+
+
+def test_filename_parts_fit_the_file_system_in_bytes():
+    from modules.images import sanitize_filename_part
+    part = sanitize_filename_part("🐱" * 200)
+    assert part == "🐱" * 32 and len(part.encode()) <= 128   # 128 characters of emoji would be 512 bytes
+    assert sanitize_filename_part("é" * 200) == "é" * 64

@@ -7,6 +7,7 @@ validated before anything is queued; bad input is a 4xx naming the field, and a 
 from __future__ import annotations
 
 import asyncio
+import errno
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, TypeVar
@@ -20,7 +21,8 @@ from fastapi.responses import FileResponse
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
-from modules import extensions, images, infotext, limits, postprocessing, processing, scripts, sd_samplers, training
+from modules import (extensions, images, infotext, limits, postprocessing, processing, scripts, sd_samplers, sd_vae,
+                     training)
 from modules.api import models as m
 from modules.api.codec import MAX_INPUT_PIXELS, ImageDecodeError, decode_image, encode_image
 from modules.api.middleware import ApiRequestMiddleware
@@ -187,6 +189,8 @@ class Api:
             if key == "sd_model_checkpoint":
                 self._checkpoint_title(value, (*loc, key))
                 continue
+            if key == "sd_vae":
+                self._check_vae(value, (*loc, key))
             try:
                 trial.set(key, value)
             except ValueError as e:
@@ -202,18 +206,19 @@ class Api:
         native_size = [name for name in ("width", "height") if getattr(req, name) is None]
         job = self._submit(kind, _echo(req), self._generation_job(p, req.override_settings or {}, restore, native_size),
                            task_id=req.force_task_id)
-        processed = (await self._wait(job)).value
+        processed, info = (await self._wait(job)).value
         fmt, quality = self.runtime.opts.samples_format, self.runtime.opts.jpeg_quality
         encoded = await run_in_threadpool(lambda: [encode_image(im, fmt, quality) for im in processed.images]
                                           if req.send_images else [])
         echo = _echo(req, include_images=bool(getattr(req, "include_init_images", False)))
-        return m.GenerationResponse(images=encoded, parameters=echo, info=processed.js())
+        return m.GenerationResponse(images=encoded, parameters=echo, info=info)
 
     def _generation_job(self, p: processing.StableDiffusionProcessing, overrides: dict[str, Any], restore: bool,
                         native_size: list[str]) -> Callable[[JobState], JobOutput]:
         """Run ``p`` on the worker (the size fields in `native_size` take the model's native size); afterwards restore a
         checkpoint switched by ``override_settings`` (or, without ``override_settings_restore_afterwards``, keep the
-        overrides as the current settings, as A1111 does)."""
+        overrides as the current settings, as A1111 does). The job's value is ``(Processed, info JSON)``: the info is
+        read while the job's model is still loaded (restoring may unload a checkpoint the override loaded)."""
         models, opts = self.runtime.models, self.runtime.opts
 
         def run(state: JobState) -> JobOutput:
@@ -221,6 +226,7 @@ class Api:
             succeeded = False
             try:
                 processed = self.runtime.run(p, state, native_size)
+                info = processed.js()
                 succeeded = True
             finally:
                 switched = models.current is not previous and previous is not None
@@ -232,7 +238,7 @@ class Api:
                         opts.sd_model_checkpoint = models.current.sd_checkpoint_info.title
                     else:
                         opts.set(key, value)
-            return JobOutput(value=processed, infotext=processed.info, files=list(processed.files))
+            return JobOutput(value=(processed, info), infotext=processed.info, files=list(processed.files))
 
         return run
 
@@ -305,6 +311,10 @@ class Api:
             raise _validation_error(e) from None
         except (ValueError, CheckpointLoadError, CheckpointNotFoundError) as e:  # the message names the parameter
             raise HTTPException(422, str(e)) from None
+        except OSError as e:
+            if e.errno == errno.ENAMETOOLONG:  # a name built from the request is longer than the file system allows
+                raise HTTPException(422, f"a file or folder name made from this request is too long: {e}") from None
+            raise HTTPException(500, f"{type(e).__name__}: {e}") from None
         except Exception as e:  # a server fault: the queue has logged the traceback
             raise HTTPException(500, f"{type(e).__name__}: {e}") from None
 
@@ -365,7 +375,7 @@ class Api:
 
     # -- options / flags ---------------------------------------------------------------------------------------------
     async def get_options(self) -> dict[str, Any]:
-        return self.runtime.opts.model_dump(mode="json")
+        return self.runtime.opts.public_values()
 
     async def set_options(self, body: dict[str, Any] = Body(...)) -> None:
         """Validate everything first; switch the checkpoint (on the worker) if asked; then set and save the rest."""
@@ -382,6 +392,14 @@ class Api:
             if key != "sd_model_checkpoint":
                 opts.set(key, value)
         await run_in_threadpool(opts.save)
+
+    def _check_vae(self, name: Any, loc: tuple[str, ...]) -> None:
+        """``sd_vae`` is "Automatic", "None" or the name (or file) of a VAE the server lists."""
+        vaes = self.runtime.models.list_vaes()
+        if name in (sd_vae.AUTOMATIC, sd_vae.NONE) or any(name in (v.name, v.filename) for v in vaes):
+            return
+        choices = ", ".join([sd_vae.AUTOMATIC, sd_vae.NONE, *(v.name for v in vaes)])
+        raise _field_error(loc, f"{'.'.join(loc)}: VAE {name!r} not found; available: {choices}")
 
     def _checkpoint_title(self, name: Any, loc: tuple[str, ...]) -> str:
         if not isinstance(name, str) or not name:

@@ -74,11 +74,17 @@ def resolve_env(target: Runtime | TrainingEnv) -> TrainingEnv:
     return target if isinstance(target, TrainingEnv) else TrainingEnv.from_runtime(target)
 
 
+MAX_NAME_BYTES = 200   # file systems allow 255 bytes per name; room is left for "-<step>.safetensors"
+
+
 def check_name(name: str, field_name: str) -> str:
     """``name`` stripped, if it can be a file name and trigger word; else ``ValueError`` naming the field."""
     name = name.strip()
     if not name:
         raise ValueError(f"{field_name}: the name is empty")
+    if len(name.encode("utf-8", "replace")) > MAX_NAME_BYTES:
+        raise ValueError(f"{field_name}: the name is {len(name.encode('utf-8', 'replace'))} bytes long; at most "
+                         f"{MAX_NAME_BYTES} are allowed (it becomes a file name)")
     if not _NAME.match(name):
         raise ValueError(f"{field_name}: {name!r} may only hold letters, digits, spaces, '.', '_' and '-', "
                          "and must start with a letter or digit")
