@@ -12,6 +12,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--insecure-listen", action="store_true",
                    help="accept listening on the network without authentication")
     p.add_argument("--data-dir", type=str, default=None, help="base folder for models, outputs and settings")
+    p.add_argument("--allowed-output-dirs", type=str, default=None,
+                   help="comma-separated folders outside the data dir that output folders (settings, requests, "
+                        "scripts, training logs) may point to")
     p.add_argument("--ckpt", type=str, default=None, help="checkpoint to load at start (path or title)")
     p.add_argument("--ckpt-dir", type=str, default=None, help="folder with Stable Diffusion checkpoints")
     p.add_argument("--vae-dir", type=str, default=None, help="folder with VAE files")

@@ -223,3 +223,65 @@ def test_the_worker_checks_the_limits_too(tiny_sd1_model, tmp_path):
     finally:
         handle.remove()
     assert calls == [], "refused before any UNet step"
+
+
+# -- outputs stay in the data dir -----------------------------------------------------------------------------------------
+@pytest.mark.parametrize("value", ["/", "/tmp/elsewhere", "../outside", "outputs/../../outside", "outputs/link"])
+def test_output_folders_outside_the_data_dir_are_refused(api, value, tmp_path):
+    (tmp_path / "outputs" / "link").symlink_to("/tmp", target_is_directory=True)
+    before = api.get(f"{API}/options").json()
+    r = api.post(f"{API}/options", json={"outdir_samples": value, "jpeg_quality": 50})
+    refused(r, "outdir_samples", "outside the data folder", "--allowed-output-dirs")
+    assert api.get(f"{API}/options").json() == before, "a refused request changes nothing"
+    r = api.post(f"{API}/txt2img", json={"steps": 1, "override_settings": {"outdir_txt2img_samples": value}})
+    refused(r, "outdir_txt2img_samples", "outside the data folder")
+    r = api.post(f"{API}/train/embedding", json={"embedding_name": "x", "learn_rate": "0.005", "data_root": ".",
+                                                 "log_directory": value})
+    refused(r, "log_directory", "outside the data folder")
+
+
+def test_allowed_output_dirs_are_accepted(tmp_path):
+    other = tmp_path.parent / f"{tmp_path.name}-allowed"
+    runtime = make_runtime(tmp_path, "--allowed-output-dirs", f"{other}, /nonexistent-x")
+    with TestClient(create_api_app(runtime)) as client:
+        for value in (str(other / "samples"), "outputs/mine", str(tmp_path / "x")):
+            assert client.post(f"{API}/options", json={"outdir_samples": value}).status_code == 200, value
+        refused(client.post(f"{API}/options", json={"outdir_samples": str(tmp_path.parent)}), "outdir_samples")
+        runtime.queue.close()
+
+
+def test_history_files_never_follow_a_link_out_of_the_outputs(api, tmp_path):
+    secret = tmp_path.parent / f"{tmp_path.name}-secret.txt"
+    secret.write_text("TOP-SECRET")
+    link = tmp_path / "outputs" / "innocent.png"
+    link.symlink_to(secret)
+    api.runtime.extra_files = [str(link), str(secret)]
+    api.runtime.opts.outdir_samples = "/"    # as a hand-edited config.json could say
+    r = api.post(f"{API}/txt2img", json={"steps": 1, "force_task_id": "task(links)"})
+    assert r.status_code == 200
+    for index in (0, 1):
+        r = api.get(f"{API}/history/task(links)/files/{index}")
+        assert r.status_code == 404 and b"TOP-SECRET" not in r.content
+
+
+def test_a_script_cannot_save_outside_the_data_dir(tiny_sd1_model, tmp_path):
+    """Prompts from file's `--outpath_samples /x` line option (or any script setting p.outpath_samples): the job
+    fails naming it, before any work, and nothing is written there."""
+    from modules.options import Options
+    from modules.processing import StableDiffusionProcessingTxt2Img, process_images
+    from modules.progress import JobState
+
+    data_dir, outside = tmp_path / "data", tmp_path / "outside"
+    (data_dir / "outputs").mkdir(parents=True)
+    (data_dir / "outputs" / "link").symlink_to(outside, target_is_directory=True)
+    for field, value in (("outpath_samples", str(outside)), ("outpath_grids", "../outside"),
+                         ("outpath_samples", "outputs/link/x")):
+        p = StableDiffusionProcessingTxt2Img(prompt="a red circle", steps=1, width=64, height=64, n_iter=2,
+                                             **{field: value})
+        p.sd_model, p.opts, p.state, p.data_dir = tiny_sd1_model, Options(), JobState(), str(data_dir)
+        with pytest.raises(ValueError, match=f"{field}.*outside the data folder"):
+            process_images(p)
+    assert not outside.exists()
+    p = StableDiffusionProcessingTxt2Img(prompt="a red circle", steps=1, width=64, height=64, outpath_samples="mine")
+    p.sd_model, p.opts, p.state, p.data_dir = tiny_sd1_model, Options(), JobState(), str(data_dir)
+    assert process_images(p).files[0].startswith(str(data_dir / "mine"))
