@@ -67,10 +67,11 @@ def main(argv: list[str] | None = None) -> None:
     from modules.job_queue import JobQueue
     from modules.runtime import Runtime
 
-    from modules import scripts
+    from modules import extensions, scripts
 
     runtime = Runtime.create(args)
     runtime.queue = JobQueue(runtime.paths.history_db)
+    extensions.hook_timeout = args.extension_timeout
     scripts.load_scripts(runtime.paths.extensions_dir, runtime.opts.disabled_extensions, args.disable_all_extensions)
     app = build_app(args, runtime)
 

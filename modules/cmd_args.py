@@ -30,6 +30,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cors-allow-origins", type=str, default=None, help="comma-separated allowed CORS origins")
     p.add_argument("--skip-load-model-at-start", action="store_true", help="do not load a model until it is needed")
     p.add_argument("--disable-all-extensions", action="store_true", help="load no extension")
+    p.add_argument("--extension-timeout", type=float, default=60.0,
+                   help="seconds an extension's hook or callback may run before it is abandoned and its extension "
+                        "switched off (0: no limit; a script's run() and ui() are never timed)")
     p.add_argument("--device", type=str, default=None, help="torch device (default: cuda if available, else cpu)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     return p

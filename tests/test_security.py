@@ -6,6 +6,8 @@ import base64
 import io
 import json
 import subprocess
+import threading
+import time
 import sys
 from pathlib import Path
 
@@ -285,3 +287,143 @@ def test_a_script_cannot_save_outside_the_data_dir(tiny_sd1_model, tmp_path):
     p = StableDiffusionProcessingTxt2Img(prompt="a red circle", steps=1, width=64, height=64, outpath_samples="mine")
     p.sd_model, p.opts, p.state, p.data_dir = tiny_sd1_model, Options(), JobState(), str(data_dir)
     assert process_images(p).files[0].startswith(str(data_dir / "mine"))
+
+
+# -- extensions cannot stop the server -------------------------------------------------------------------------------
+from modules import extensions, script_callbacks, scripts  # noqa: E402
+from modules.job_queue import JobOutput, JobQueue  # noqa: E402
+from tests.test_extensions import ext_dir, write_extension  # noqa: E402,F401 - the fixture
+from tests.test_scripts import make_p  # noqa: E402
+
+EXITS = """
+    import sys, time
+    from modules import script_callbacks, scripts
+
+    class Exits(scripts.Script):
+        def title(self):
+            return "Exits"
+
+        def show(self, is_img2img):
+            return scripts.AlwaysVisible
+
+        def ui(self, is_img2img):
+            {ui}
+
+        def process(self, p, *args):
+            {process}
+
+    def saved(params):
+        {saved}
+
+    def started(demo, app):
+        {started}
+
+    script_callbacks.on_image_saved(saved, name="saved")
+    script_callbacks.on_app_started(started, name="started")
+"""
+
+
+def extension(root: Path, name: str, **bodies: str) -> None:
+    code = {hook: "return []" if hook == "ui" else "pass" for hook in ("ui", "process", "saved", "started")}
+    write_extension(root, name, EXITS.format(**{**code, **bodies}))
+
+
+def run_on_worker(queue: JobQueue, model, runner, **kw):
+    """A job on the queue's worker, saving its image (so that on_image_saved is called)."""
+    def job(state):
+        p = make_p(model, runner, **kw)
+        p.state = state
+        p.do_not_save_samples, p.opts.samples_save = False, True
+        return JobOutput(value=runner.run(p))
+
+    return queue.submit("txt2img", {}, job)
+
+
+@pytest.mark.parametrize("hook, body", [
+    ("process", "sys.exit(3)"), ("process", "raise KeyboardInterrupt"), ("saved", "sys.exit()"),
+    ("process", "raise GeneratorExit"), ("saved", "raise SystemExit('bye')"),
+])
+def test_an_extension_that_exits_fails_alone_and_the_worker_goes_on(ext_dir, tiny_sd1_model, tmp_path, hook, body):
+    extension(ext_dir, "quitter", **{hook: body})
+    scripts.load_scripts(ext_dir)
+    queue = JobQueue(tmp_path / "history.sqlite3")
+    try:
+        processed = run_on_worker(queue, tiny_sd1_model, scripts.scripts_txt2img, outpath_samples=str(tmp_path)) \
+            .result(60).value
+        assert len(processed.images) == 1
+        status = {item["name"]: item for item in extensions.api_list()}["quitter"]
+        assert status["status"] == "failed" and ("SystemExit" in status["problems"][0] or
+                                                 "KeyboardInterrupt" in status["problems"][0] or
+                                                 "GeneratorExit" in status["problems"][0])
+        again = run_on_worker(queue, tiny_sd1_model, scripts.scripts_txt2img, outpath_samples=str(tmp_path))
+        assert len(again.result(60).value.images) == 1, "the worker is alive"
+    finally:
+        queue.close()
+
+
+def test_exits_while_the_app_starts_are_contained(ext_dir):
+    """`sys.exit()` in ui() or on_app_started stopped the app from starting."""
+    import gradio as gr
+    from fastapi import FastAPI
+
+    extension(ext_dir, "quitter", ui="sys.exit(1)", started="sys.exit(2)")
+    scripts.load_scripts(ext_dir)
+    with gr.Blocks():
+        scripts.scripts_txt2img.setup_ui()
+    quitter = next(e for e in extensions.extensions if e.name == "quitter")
+    assert quitter.failed and "ui() of script 'Exits'" in quitter.problems[0] and "SystemExit: 1" in quitter.problems[0]
+    extension(ext_dir, "starter", started="sys.exit(2)")
+    scripts.load_scripts(ext_dir)
+    script_callbacks.app_started_callback(None, FastAPI())
+    starter = next(e for e in extensions.extensions if e.name == "starter")
+    assert starter.failed and "SystemExit: 2" in starter.problems[0]
+
+
+def test_a_hook_that_never_returns_is_abandoned_and_its_extension_disabled(ext_dir, tiny_sd1_model, tmp_path,
+                                                                            monkeypatch):
+    monkeypatch.setattr(extensions, "hook_timeout", 1.0)
+    extension(ext_dir, "sleeper", process="time.sleep(3600)")
+    extension(ext_dir, "saver", saved="time.sleep(3600)")
+    scripts.load_scripts(ext_dir)
+    queue = JobQueue(tmp_path / "history.sqlite3")
+    try:
+        started = time.monotonic()
+        processed = run_on_worker(queue, tiny_sd1_model, scripts.scripts_txt2img, outpath_samples=str(tmp_path)) \
+            .result(60).value
+        assert time.monotonic() - started < 20
+        assert len(processed.images) == 1
+        assert "did not return within 1 s" in processed.comments
+        failed = {e.name for e in extensions.extensions if e.failed}
+        assert failed == {"sleeper", "saver"}
+        started = time.monotonic()
+        run_on_worker(queue, tiny_sd1_model, scripts.scripts_txt2img, outpath_samples=str(tmp_path)).result(60)
+        assert time.monotonic() - started < 10, "the disabled extensions are not waited for again"
+    finally:
+        queue.close()
+
+
+def test_interrupt_and_cancel_stop_a_job_stuck_in_an_extension(ext_dir, tiny_sd1_model, tmp_path):
+    extension(ext_dir, "sleeper", process="time.sleep(3600)")
+    scripts.load_scripts(ext_dir)
+    queue = JobQueue(tmp_path / "history.sqlite3")
+    try:
+        def sleeping() -> int:
+            return sum(t.name == "extension-process" and t.is_alive() for t in threading.enumerate())
+
+        for stop in (lambda job: queue.interrupt(), lambda job: queue.cancel(job.id)):
+            asleep = sleeping()
+            job = run_on_worker(queue, tiny_sd1_model, scripts.scripts_txt2img, outpath_samples=str(tmp_path),
+                                steps=50)
+            while sleeping() == asleep:   # until the job is inside the hook
+                time.sleep(0.05)
+            started = time.monotonic()
+            stop(job)
+            try:
+                job.result(30)
+            except Exception:  # noqa: BLE001 - cancelled or interrupted: either way it ended
+                pass
+            assert time.monotonic() - started < 5
+        assert not next(e for e in extensions.extensions if e.name == "sleeper").failed, \
+            "stopped by the user, not by its own fault"
+    finally:
+        queue.close()
