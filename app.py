@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> None:
     from modules.job_queue import JobQueue
     from modules.runtime import Runtime
 
-    from modules import scripts
+    from modules import extensions, scripts
     from modules.a1111 import lifecycle
 
     runtime = Runtime.create(args)
@@ -78,6 +78,7 @@ def main(argv: list[str] | None = None) -> None:
     lifecycle.run_installers(runtime.paths.extensions_dir, runtime.opts.disabled_extensions,
                              args.disable_all_extensions, args=sys.argv[1:] if argv is None else argv,
                              skip=args.skip_install)
+    extensions.hook_timeout = args.extension_timeout
     scripts.load_scripts(runtime.paths.extensions_dir, runtime.opts.disabled_extensions, args.disable_all_extensions)
     app = build_app(args, runtime)
 

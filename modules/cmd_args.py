@@ -12,6 +12,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--insecure-listen", action="store_true",
                    help="accept listening on the network without authentication")
     p.add_argument("--data-dir", type=str, default=None, help="base folder for models, outputs and settings")
+    p.add_argument("--allowed-output-dirs", type=str, default=None,
+                   help="comma-separated folders outside the data dir that output folders (settings, requests, "
+                        "scripts, training logs) may point to")
     p.add_argument("--ckpt", type=str, default=None, help="checkpoint to load at start (path or title)")
     p.add_argument("--ckpt-dir", type=str, default=None, help="folder with Stable Diffusion checkpoints")
     p.add_argument("--vae-dir", type=str, default=None, help="folder with VAE files")
@@ -35,6 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--skip-install", action="store_true", help="do not run extensions' install.py")
     p.add_argument("--enable-insecure-extension-access", action="store_true",
                    help="allow installing and updating extensions from the page even when listening on the network")
+    p.add_argument("--extension-timeout", type=float, default=60.0,
+                   help="seconds an extension's hook or callback may run before it is abandoned and its extension "
+                        "switched off (0: no limit; a script's run() and ui() are never timed)")
     p.add_argument("--device", type=str, default=None, help="torch device (default: cuda if available, else cpu)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     return p

@@ -16,19 +16,29 @@ optionally ``metadata.ini``, ``style.css`` and ``javascript/*.js`` (loaded into 
 
 Everything that can fail is represented by an owner with ``active`` and ``fail(where, exc)``: an ``Extension`` or
 one of its ``ScriptFile``s. ``owner_of(path)`` finds it for any file (callbacks are attributed this way).
+
+Extension code runs through ``guarded``: whatever it raises (``sys.exit()`` included: any ``BaseException`` except a
+``KeyboardInterrupt`` from the terminal) is a failure of its owner, never of the job worker or the start-up; and a
+hook or callback that does not return within ``hook_timeout`` seconds (``--extension-timeout``) is abandoned on
+its daemon thread, reported and its extension switched off, as is one still running when its job is interrupted
+(without switching the extension off).
 """
 from __future__ import annotations
 
 import configparser
+import contextlib
+import contextvars
 import html
 import logging
 import os
 import re
 import sys
+import threading
+import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 from modules.a1111 import lifecycle, missing
 
@@ -125,6 +135,100 @@ builtin = Extension(BUILTIN_NAME, BUILTIN_SCRIPTS_DIR, is_builtin=True)
 extensions: list[Extension] = []
 script_files: dict[Path, ScriptFile] = {}
 failures: list[Failure] = []
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Running extension code
+hook_timeout: float | None = 60.0
+"""Seconds a hook or callback may run before it is abandoned (``--extension-timeout``; None or 0: no limit)."""
+
+
+class HookTimeout(Exception):
+    """Extension code that overran ``hook_timeout``."""
+
+
+class HookAbandoned(Exception):
+    """Extension code still running when its job was interrupted."""
+
+
+def guarded(owner: Any, where: str, fn: Callable[..., Any], args: tuple[Any, ...] = (),
+            kwargs: dict[str, Any] | None = None, *, timed: bool = True, passthrough: tuple[type, ...] = (),
+            interrupted: Callable[[], bool] | None = None) -> tuple[bool, Any]:
+    """Run extension code: ``(True, result)``, or ``(False, None)`` once a failure was reported on ``owner`` (an
+    ``Extension``/``ScriptFile``; None: app code, only logged). ``timed``: on a daemon thread, abandoned after
+    ``hook_timeout`` or as soon as ``interrupted()``; otherwise (hooks that run a whole job, or build the page) on
+    this thread. Exceptions in ``passthrough`` are the code's deliberate answer and propagate."""
+    try:
+        if timed and hook_timeout:
+            return True, _run_limited(fn, args, kwargs or {}, hook_timeout, interrupted)
+        return True, fn(*args, **(kwargs or {}))
+    except passthrough:
+        raise
+    except HookAbandoned as e:
+        log.warning("%s was still running when its job was interrupted; abandoned: %s", where, e)
+        return False, None
+    except KeyboardInterrupt:
+        if threading.current_thread() is threading.main_thread():
+            raise  # Ctrl+C at the terminal stops the app
+        _report(owner, where, KeyboardInterrupt("raised by extension code"))
+        return False, None
+    except BaseException as e:  # noqa: BLE001 - SystemExit too: extension code never stops the server
+        _report(owner, where, e)
+        return False, None
+
+
+def _report(owner: Any, where: str, exc: BaseException) -> None:
+    if owner is not None:
+        owner.fail(where, exc)
+    else:
+        log.error("%s failed: %s", where, exc, exc_info=exc)
+
+
+def _run_limited(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], timeout: float,
+                 interrupted: Callable[[], bool] | None) -> Any:
+    """``fn(*args, **kwargs)`` on a daemon thread that sees this thread's context variables and torch grad /
+    inference mode; its exception is raised here. Waits at most ``timeout`` seconds (HookTimeout) and stops waiting
+    when ``interrupted()`` (HookAbandoned); the thread is left to finish on its own."""
+    outcome: dict[str, Any] = {}
+    context, modes = contextvars.copy_context(), _torch_modes()
+
+    def target() -> None:
+        try:
+            with modes():
+                outcome["result"] = context.run(fn, *args, **kwargs)
+        except BaseException as e:  # noqa: BLE001 - handed to the waiting thread
+            outcome["error"] = e
+
+    thread = threading.Thread(target=target, daemon=True, name=f"extension-{getattr(fn, '__name__', 'hook')}")
+    deadline = time.monotonic() + timeout
+    thread.start()
+    while thread.is_alive():
+        thread.join(max(0.0, min(0.05, deadline - time.monotonic())))
+        if not thread.is_alive():
+            break
+        if interrupted is not None and interrupted():
+            raise HookAbandoned("the job was interrupted")
+        if time.monotonic() >= deadline:
+            raise HookTimeout(f"did not return within {timeout:g} s and was abandoned (--extension-timeout)")
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome.get("result")
+
+
+def _torch_modes() -> Callable[[], Any]:
+    """A context manager factory that puts another thread in this thread's torch grad and inference mode (both are
+    per thread; a callback that edits sampling tensors in place needs the same mode)."""
+    torch = sys.modules.get("torch")
+    if torch is None:
+        return contextlib.nullcontext
+    inference, grad = torch.is_inference_mode_enabled(), torch.is_grad_enabled()
+
+    @contextlib.contextmanager
+    def modes():
+        with torch.inference_mode(inference), torch.set_grad_enabled(grad):
+            yield
+
+    return modes
 
 
 # ---------------------------------------------------------------------------------------------------------------------

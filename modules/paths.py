@@ -1,6 +1,7 @@
 """Where things live on disk. Everything is relative to one data dir (``--data-dir``), the repo root by default."""
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,11 +18,13 @@ class Paths:
     embeddings_dir: Path
     extensions_dir: Path
     outputs_dir: Path
+    allowed_output_dirs: tuple[Path, ...] = ()
+    """Folders outside the data dir that outputs and logs may be written to (``--allowed-output-dirs``)."""
 
     @classmethod
     def from_args(cls, data_dir: str | Path | None = None, ckpt_dir: str | Path | None = None,
                   vae_dir: str | Path | None = None, lora_dir: str | Path | None = None,
-                  embeddings_dir: str | Path | None = None) -> "Paths":
+                  embeddings_dir: str | Path | None = None, allowed_output_dirs: str | None = None) -> "Paths":
         root = Path(data_dir).resolve() if data_dir else REPO_ROOT
         models = root / "models"
         return cls(
@@ -32,7 +35,14 @@ class Paths:
             embeddings_dir=Path(embeddings_dir).resolve() if embeddings_dir else models / "embeddings",
             extensions_dir=root / "extensions",
             outputs_dir=root / "outputs",
+            allowed_output_dirs=tuple(Path(d.strip()).resolve() for d in (allowed_output_dirs or "").split(",")
+                                      if d.strip()),
         )
+
+    def confine(self, directory: str | Path, name: str) -> Path:
+        """Where output folder ``directory`` (relative to the data dir) really is; ``ValueError`` naming ``name`` when
+        that is outside the data dir and ``--allowed-output-dirs``."""
+        return confine(directory, self.data_dir, self.allowed_output_dirs, name)
 
     @property
     def config_file(self) -> Path:
@@ -60,3 +70,15 @@ class Paths:
     def ensure(self) -> None:
         for d in (self.ckpt_dir, self.vae_dir, self.lora_dir, self.embeddings_dir, self.outputs_dir):
             d.mkdir(parents=True, exist_ok=True)
+
+
+def confine(directory: str | Path, data_dir: str | Path, allowed: Sequence[Path] = (), name: str = "directory") -> Path:
+    """``directory`` (relative to ``data_dir``) resolved, symbolic links followed, when it lies inside ``data_dir`` or
+    one of ``allowed``; else ``ValueError`` naming ``name``. Outputs and logs are written only through this, so neither
+    a setting, a request nor a link inside the outputs can make the server write elsewhere."""
+    root = Path(data_dir).resolve()
+    path = (root / directory).resolve()  # an absolute ``directory`` replaces the root
+    if any(path.is_relative_to(r) for r in (root, *(Path(a).resolve() for a in allowed))):
+        return path
+    raise ValueError(f"{name}: {str(directory)!r} is outside the data folder {str(root)!r}; start the server with "
+                     "--allowed-output-dirs naming it to allow it")

@@ -31,6 +31,7 @@ from tqdm.auto import tqdm
 from modules import (conditioning, extra_networks, guidance, images, infotext, limits, live_previews, masking, rng,
                      script_callbacks, sd_samplers, styles)
 from modules.options import Options
+from modules.paths import confine
 from modules.progress import JobState
 
 log = logging.getLogger(__name__)
@@ -192,6 +193,7 @@ class StableDiffusionProcessing(BaseModel):
     is_img2img: bool = Field(False, exclude=True)
     tab: str = Field("txt2img", exclude=True)
     data_dir: str | None = Field(None, exclude=True)
+    allowed_output_dirs: tuple[Any, ...] = Field((), exclude=True)  # outputs go under data_dir or one of these
     # -- model-derived infotext values (A1111 reads these off p) -------------------------------------------------------
     @property
     def sd_model_name(self) -> str | None:
@@ -707,6 +709,7 @@ def _process(p: StableDiffusionProcessing) -> Processed:
     p.main_prompt, p.main_negative_prompt = p.all_prompts[0], p.all_negative_prompts[0]
     if isinstance(p, StableDiffusionProcessingTxt2Img):
         p.setup_hr_prompts()
+    _outdir(p, grid=False), _outdir(p, grid=True)  # a folder outside the data dir fails the job before any work
     p.init(model)
     p.extra_generation_params.update(guidance.Guidance.of(p, model).infotext_params())
     _run_hook(p, "process")
@@ -831,12 +834,11 @@ def _outdir(p: StableDiffusionProcessing, grid: bool) -> str:
         configured = p.outpath_grids or p.opts.outdir_grids or getattr(p.opts, f"outdir_{p.tab}_grids")
     else:
         configured = p.outpath_samples or p.opts.outdir_samples or getattr(p.opts, f"outdir_{p.tab}_samples")
-    from pathlib import Path
-
-    path = Path(configured)
-    if not path.is_absolute():
-        path = Path(getattr(p, "data_dir", None) or ".") / path
-    return str(path)
+    if p.data_dir:  # set by the runtime: outputs stay in the data dir, whatever a setting or a script says
+        field = "outpath_grids" if grid else "outpath_samples"
+        name = field if getattr(p, field) else "output directory setting"
+        return str(confine(configured, p.data_dir, p.allowed_output_dirs, name))
+    return configured
 
 
 def _run_hook(p: StableDiffusionProcessing, name: str, **kwargs: Any) -> Any:

@@ -52,7 +52,8 @@ class Runtime:
         from modules.sd_models import ModelManager
 
         paths = Paths.from_args(args.data_dir, args.ckpt_dir, getattr(args, "vae_dir", None),
-                                getattr(args, "lora_dir", None), getattr(args, "embeddings_dir", None))
+                                getattr(args, "lora_dir", None), getattr(args, "embeddings_dir", None),
+                                getattr(args, "allowed_output_dirs", None))
         paths.ensure()
         opts = Options.load(paths.config_file)
         device = pick_device(getattr(args, "device", None))
@@ -151,6 +152,7 @@ class Runtime:
         p.opts = self.opts
         p.state = state
         p.data_dir = str(self.paths.data_dir)
+        p.allowed_output_dirs = self.paths.allowed_output_dirs
         p.prompt_resources = self.prompt_resources(p.sd_model)
         p.upscalers = self.upscalers
         return p

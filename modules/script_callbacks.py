@@ -150,16 +150,18 @@ def _call(event: str, *args: Any, **kwargs: Any) -> list[Any]:
     for cb in list(_callbacks[event]):
         if cb.owner is not None and not cb.owner.active:
             continue
-        try:
-            results.append(cb.callback(*args, **kwargs))
-        except Exception as e:  # noqa: BLE001 - contained: reported, taken out, the caller carries on
+        # Contained (sys.exit() and overruns too): reported, taken out, the caller carries on.
+        where = f"callback {event} ({cb.label})" + ("" if cb.owner is not None else f" from {cb.script}")
+        ok, result = extensions.guarded(cb.owner, where, cb.callback, args, kwargs, timed=event not in _PAGE_EVENTS)
+        if ok:
+            results.append(result)
+        else:
             _remove(event, cb)
-            where = f"callback {event} ({cb.label})"
-            if cb.owner is not None:
-                cb.owner.fail(where, e)
-            else:
-                log.error("%s from %s failed and was removed: %s", where, cb.script, e, exc_info=e)
     return results
+
+
+# Callbacks that build parts of the page run on the builder's thread, untimed (contained all the same).
+_PAGE_EVENTS = frozenset({"ui_tabs", "ui_settings"})
 
 
 def _remove(event: str, cb: ScriptCallback) -> None:

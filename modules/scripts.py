@@ -28,6 +28,7 @@ import logging
 import re
 import sys
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -50,6 +51,8 @@ class ScriptError(RuntimeError):
 
 AlwaysVisible = object()
 """``show()`` returns this for a script that is always on (no dropdown; its hooks run on every job)."""
+INTERRUPT_GRACE = 2.0
+"""Seconds a hook called after its job was interrupted may still run before it is abandoned."""
 
 
 @dataclass
@@ -232,13 +235,16 @@ class ScriptRunner:
 
     # -- containment ------------------------------------------------------------------------------------------------
     def _call(self, script: Script, hook: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except GenerationError:
-            raise
-        except Exception as e:  # noqa: BLE001 - contained: the script is switched off and reported
-            script.source.fail(f"{hook}() of script {self.titles.get(script, type(script).__name__)!r}", e)
-            return None
+        """A hook, contained (``extensions.guarded``): a failure, ``sys.exit()`` or an overrun switches the script off
+        and is reported; None is returned. ``run`` (a whole job) and ``ui`` (page building) are not timed."""
+        state = getattr(args[0], "state", None) if args else None
+        # A job interrupted before the hook began still finishes what it completed: the hook gets a short grace.
+        grace_end = time.monotonic() + (INTERRUPT_GRACE if getattr(state, "interrupted", False) else 0.0)
+        where = f"{hook}() of script {self.titles.get(script, type(script).__name__)!r}"
+        _, result = extensions.guarded(
+            script.source, where, fn, args, kwargs, timed=hook not in ("run", "ui"), passthrough=(GenerationError,),
+            interrupted=None if state is None else lambda: state.interrupted and time.monotonic() >= grace_end)
+        return result
 
     def _active(self, scripts: list[Script]) -> list[Script]:
         return [s for s in scripts if s.source.active]
@@ -617,16 +623,16 @@ def _load_file(path: Path, ext: extensions.Extension) -> None:
     saved_sys_path = list(sys.path)
     sys.path.insert(0, folder)
     _current_basedir = folder
-    try:
-        module = importlib.import_module(f"modules.builtin_scripts.{path.stem}") if ext.is_builtin \
-            else _exec_extension_file(source.path, ext)
-    except (Exception, SystemExit) as e:  # noqa: BLE001 - a broken extension must not stop the app
-        script_callbacks.remove_script_callbacks(source.path)
-        source.fail("import", e)
-        return
+    try:  # a broken extension (sys.exit() included) must not stop the app
+        imported, module = extensions.guarded(
+            source, "import", lambda: importlib.import_module(f"modules.builtin_scripts.{path.stem}") if ext.is_builtin
+            else _exec_extension_file(source.path, ext), timed=False)
     finally:
         sys.path[:] = saved_sys_path
         _current_basedir = str(REPO_ROOT)
+    if not imported:
+        script_callbacks.remove_script_callbacks(source.path)
+        return
     from modules.scripts_postprocessing import ScriptPostprocessing
 
     for obj in list(vars(module).values()):   # as A1111: every Script class in the file's namespace, once
@@ -658,10 +664,9 @@ def _instantiate(classes: list[ScriptClassData] | None = None) -> list[Any]:
         source = extensions.script_files[Path(data.path)]
         if not source.active:
             continue
-        try:
-            script = data.script_class()
-        except Exception as e:  # noqa: BLE001 - contained like any other hook
-            source.fail(f"__init__ of {data.script_class.__name__}", e)
+        created_ok, script = extensions.guarded(source, f"__init__ of {data.script_class.__name__}", data.script_class,
+                                                timed=False)
+        if not created_ok:
             continue
         script.filename, script.source = data.path, source
         created.append(script)

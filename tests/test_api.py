@@ -137,7 +137,7 @@ class FakeRuntime(Runtime):
 
 def make_runtime(tmp_path: Path, *flags: str, max_pending: int = 100) -> FakeRuntime:
     args = cmd_args.parse_args(["--data-dir", str(tmp_path), "--nowebui", *flags])
-    paths = Paths.from_args(data_dir=tmp_path)
+    paths = Paths.from_args(data_dir=tmp_path, allowed_output_dirs=args.allowed_output_dirs)
     paths.ensure()
     opts = Options.load(paths.config_file)
     runtime = FakeRuntime(args=args, paths=paths, opts=opts, models=FakeModels(paths.ckpt_dir),

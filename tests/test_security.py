@@ -6,6 +6,8 @@ import base64
 import io
 import json
 import subprocess
+import threading
+import time
 import sys
 from pathlib import Path
 
@@ -223,3 +225,205 @@ def test_the_worker_checks_the_limits_too(tiny_sd1_model, tmp_path):
     finally:
         handle.remove()
     assert calls == [], "refused before any UNet step"
+
+
+# -- outputs stay in the data dir -----------------------------------------------------------------------------------------
+@pytest.mark.parametrize("value", ["/", "/tmp/elsewhere", "../outside", "outputs/../../outside", "outputs/link"])
+def test_output_folders_outside_the_data_dir_are_refused(api, value, tmp_path):
+    (tmp_path / "outputs" / "link").symlink_to("/tmp", target_is_directory=True)
+    before = api.get(f"{API}/options").json()
+    r = api.post(f"{API}/options", json={"outdir_samples": value, "jpeg_quality": 50})
+    refused(r, "outdir_samples", "outside the data folder", "--allowed-output-dirs")
+    assert api.get(f"{API}/options").json() == before, "a refused request changes nothing"
+    r = api.post(f"{API}/txt2img", json={"steps": 1, "override_settings": {"outdir_txt2img_samples": value}})
+    refused(r, "outdir_txt2img_samples", "outside the data folder")
+    r = api.post(f"{API}/train/embedding", json={"embedding_name": "x", "learn_rate": "0.005", "data_root": ".",
+                                                 "log_directory": value})
+    refused(r, "log_directory", "outside the data folder")
+
+
+def test_allowed_output_dirs_are_accepted(tmp_path):
+    other = tmp_path.parent / f"{tmp_path.name}-allowed"
+    runtime = make_runtime(tmp_path, "--allowed-output-dirs", f"{other}, /nonexistent-x")
+    with TestClient(create_api_app(runtime)) as client:
+        for value in (str(other / "samples"), "outputs/mine", str(tmp_path / "x")):
+            assert client.post(f"{API}/options", json={"outdir_samples": value}).status_code == 200, value
+        refused(client.post(f"{API}/options", json={"outdir_samples": str(tmp_path.parent)}), "outdir_samples")
+        runtime.queue.close()
+
+
+def test_history_files_never_follow_a_link_out_of_the_outputs(api, tmp_path):
+    secret = tmp_path.parent / f"{tmp_path.name}-secret.txt"
+    secret.write_text("TOP-SECRET")
+    link = tmp_path / "outputs" / "innocent.png"
+    link.symlink_to(secret)
+    api.runtime.extra_files = [str(link), str(secret)]
+    api.runtime.opts.outdir_samples = "/"    # as a hand-edited config.json could say
+    r = api.post(f"{API}/txt2img", json={"steps": 1, "force_task_id": "task(links)"})
+    assert r.status_code == 200
+    for index in (0, 1):
+        r = api.get(f"{API}/history/task(links)/files/{index}")
+        assert r.status_code == 404 and b"TOP-SECRET" not in r.content
+
+
+def test_a_script_cannot_save_outside_the_data_dir(tiny_sd1_model, tmp_path):
+    """Prompts from file's `--outpath_samples /x` line option (or any script setting p.outpath_samples): the job
+    fails naming it, before any work, and nothing is written there."""
+    from modules.options import Options
+    from modules.processing import StableDiffusionProcessingTxt2Img, process_images
+    from modules.progress import JobState
+
+    data_dir, outside = tmp_path / "data", tmp_path / "outside"
+    (data_dir / "outputs").mkdir(parents=True)
+    (data_dir / "outputs" / "link").symlink_to(outside, target_is_directory=True)
+    for field, value in (("outpath_samples", str(outside)), ("outpath_grids", "../outside"),
+                         ("outpath_samples", "outputs/link/x")):
+        p = StableDiffusionProcessingTxt2Img(prompt="a red circle", steps=1, width=64, height=64, n_iter=2,
+                                             **{field: value})
+        p.sd_model, p.opts, p.state, p.data_dir = tiny_sd1_model, Options(), JobState(), str(data_dir)
+        with pytest.raises(ValueError, match=f"{field}.*outside the data folder"):
+            process_images(p)
+    assert not outside.exists()
+    p = StableDiffusionProcessingTxt2Img(prompt="a red circle", steps=1, width=64, height=64, outpath_samples="mine")
+    p.sd_model, p.opts, p.state, p.data_dir = tiny_sd1_model, Options(), JobState(), str(data_dir)
+    assert process_images(p).files[0].startswith(str(data_dir / "mine"))
+
+
+# -- extensions cannot stop the server -------------------------------------------------------------------------------
+from modules import extensions, script_callbacks, scripts  # noqa: E402
+from modules.job_queue import JobOutput, JobQueue  # noqa: E402
+from tests.test_extensions import ext_dir, write_extension  # noqa: E402,F401 - the fixture
+from tests.test_scripts import make_p  # noqa: E402
+
+EXITS = """
+    import sys, time
+    from modules import script_callbacks, scripts
+
+    class Exits(scripts.Script):
+        def title(self):
+            return "Exits"
+
+        def show(self, is_img2img):
+            return scripts.AlwaysVisible
+
+        def ui(self, is_img2img):
+            {ui}
+
+        def process(self, p, *args):
+            {process}
+
+    def saved(params):
+        {saved}
+
+    def started(demo, app):
+        {started}
+
+    script_callbacks.on_image_saved(saved, name="saved")
+    script_callbacks.on_app_started(started, name="started")
+"""
+
+
+def extension(root: Path, name: str, **bodies: str) -> None:
+    code = {hook: "return []" if hook == "ui" else "pass" for hook in ("ui", "process", "saved", "started")}
+    write_extension(root, name, EXITS.format(**{**code, **bodies}))
+
+
+def run_on_worker(queue: JobQueue, model, runner, **kw):
+    """A job on the queue's worker, saving its image (so that on_image_saved is called)."""
+    def job(state):
+        p = make_p(model, runner, **kw)
+        p.state = state
+        p.do_not_save_samples, p.opts.samples_save = False, True
+        return JobOutput(value=runner.run(p))
+
+    return queue.submit("txt2img", {}, job)
+
+
+@pytest.mark.parametrize("hook, body", [
+    ("process", "sys.exit(3)"), ("process", "raise KeyboardInterrupt"), ("saved", "sys.exit()"),
+    ("process", "raise GeneratorExit"), ("saved", "raise SystemExit('bye')"),
+])
+def test_an_extension_that_exits_fails_alone_and_the_worker_goes_on(ext_dir, tiny_sd1_model, tmp_path, hook, body):
+    extension(ext_dir, "quitter", **{hook: body})
+    scripts.load_scripts(ext_dir)
+    queue = JobQueue(tmp_path / "history.sqlite3")
+    try:
+        processed = run_on_worker(queue, tiny_sd1_model, scripts.scripts_txt2img, outpath_samples=str(tmp_path)) \
+            .result(60).value
+        assert len(processed.images) == 1
+        status = {item["name"]: item for item in extensions.api_list()}["quitter"]
+        assert status["status"] == "failed" and ("SystemExit" in status["problems"][0] or
+                                                 "KeyboardInterrupt" in status["problems"][0] or
+                                                 "GeneratorExit" in status["problems"][0])
+        again = run_on_worker(queue, tiny_sd1_model, scripts.scripts_txt2img, outpath_samples=str(tmp_path))
+        assert len(again.result(60).value.images) == 1, "the worker is alive"
+    finally:
+        queue.close()
+
+
+def test_exits_while_the_app_starts_are_contained(ext_dir):
+    """`sys.exit()` in ui() or on_app_started stopped the app from starting."""
+    import gradio as gr
+    from fastapi import FastAPI
+
+    extension(ext_dir, "quitter", ui="sys.exit(1)", started="sys.exit(2)")
+    scripts.load_scripts(ext_dir)
+    with gr.Blocks():
+        scripts.scripts_txt2img.setup_ui()
+    quitter = next(e for e in extensions.extensions if e.name == "quitter")
+    assert quitter.failed and "ui() of script 'Exits'" in quitter.problems[0] and "SystemExit: 1" in quitter.problems[0]
+    extension(ext_dir, "starter", started="sys.exit(2)")
+    scripts.load_scripts(ext_dir)
+    script_callbacks.app_started_callback(None, FastAPI())
+    starter = next(e for e in extensions.extensions if e.name == "starter")
+    assert starter.failed and "SystemExit: 2" in starter.problems[0]
+
+
+def test_a_hook_that_never_returns_is_abandoned_and_its_extension_disabled(ext_dir, tiny_sd1_model, tmp_path,
+                                                                            monkeypatch):
+    monkeypatch.setattr(extensions, "hook_timeout", 1.0)
+    extension(ext_dir, "sleeper", process="time.sleep(3600)")
+    extension(ext_dir, "saver", saved="time.sleep(3600)")
+    scripts.load_scripts(ext_dir)
+    queue = JobQueue(tmp_path / "history.sqlite3")
+    try:
+        started = time.monotonic()
+        processed = run_on_worker(queue, tiny_sd1_model, scripts.scripts_txt2img, outpath_samples=str(tmp_path)) \
+            .result(60).value
+        assert time.monotonic() - started < 20
+        assert len(processed.images) == 1
+        assert "did not return within 1 s" in processed.comments
+        failed = {e.name for e in extensions.extensions if e.failed}
+        assert failed == {"sleeper", "saver"}
+        started = time.monotonic()
+        run_on_worker(queue, tiny_sd1_model, scripts.scripts_txt2img, outpath_samples=str(tmp_path)).result(60)
+        assert time.monotonic() - started < 10, "the disabled extensions are not waited for again"
+    finally:
+        queue.close()
+
+
+def test_interrupt_and_cancel_stop_a_job_stuck_in_an_extension(ext_dir, tiny_sd1_model, tmp_path):
+    extension(ext_dir, "sleeper", process="time.sleep(3600)")
+    scripts.load_scripts(ext_dir)
+    queue = JobQueue(tmp_path / "history.sqlite3")
+    try:
+        def sleeping() -> int:
+            return sum(t.name == "extension-process" and t.is_alive() for t in threading.enumerate())
+
+        for stop in (lambda job: queue.interrupt(), lambda job: queue.cancel(job.id)):
+            asleep = sleeping()
+            job = run_on_worker(queue, tiny_sd1_model, scripts.scripts_txt2img, outpath_samples=str(tmp_path),
+                                steps=50)
+            while sleeping() == asleep:   # until the job is inside the hook
+                time.sleep(0.05)
+            started = time.monotonic()
+            stop(job)
+            try:
+                job.result(30)
+            except Exception:  # noqa: BLE001 - cancelled or interrupted: either way it ended
+                pass
+            assert time.monotonic() - started < 5
+        assert not next(e for e in extensions.extensions if e.name == "sleeper").failed, \
+            "stopped by the user, not by its own fault"
+    finally:
+        queue.close()

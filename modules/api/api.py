@@ -191,6 +191,11 @@ class Api:
                 continue
             if key == "sd_vae":
                 self._check_vae(value, (*loc, key))
+            if key.startswith("outdir_") and isinstance(value, str) and value:
+                try:
+                    self.runtime.paths.confine(value, key)
+                except ValueError as e:
+                    raise _field_error((*loc, key), str(e)) from None
             try:
                 trial.set(key, value)
             except ValueError as e:
@@ -330,6 +335,10 @@ class Api:
         return {"info": f"create embedding filename: {path}"}
 
     async def train_embedding(self, req: training.TrainEmbeddingRequest) -> dict[str, str]:
+        try:
+            self.runtime.paths.confine(req.log_directory, "log_directory")
+        except ValueError as e:
+            raise _field_error(("log_directory",), str(e)) from None
         result = await self._train("train-embedding", training.train_embedding, req, req.id_task)
         return {"info": f"train embedding complete: filename: {result.path} error: None"}
 
@@ -532,11 +541,18 @@ class Api:
         return entry
 
     def _output_roots(self) -> list[Path]:
-        opts, data_dir = self.runtime.opts, self.runtime.paths.data_dir
+        """The output folders, resolved; one a hand-edited setting put outside the data dir is not a root."""
+        opts, paths = self.runtime.opts, self.runtime.paths
         configured = [opts.outdir_samples, opts.outdir_grids, opts.outdir_txt2img_samples,
                       opts.outdir_img2img_samples, opts.outdir_extras_samples, opts.outdir_txt2img_grids,
                       opts.outdir_img2img_grids]
-        return [self.runtime.paths.outputs_dir.resolve(), *((data_dir / d).resolve() for d in configured if d)]
+        roots = [paths.outputs_dir.resolve()]
+        for directory in filter(None, configured):
+            try:
+                roots.append(paths.confine(directory, "output folder"))
+            except ValueError:
+                continue
+        return roots
 
 
 # -- helpers ----------------------------------------------------------------------------------------------------------

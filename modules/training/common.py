@@ -30,6 +30,7 @@ from tqdm.auto import tqdm
 from modules.conditioning import (CHUNK_LENGTH, EmbeddingLookup, PromptChunk, _branches, chunk_hidden_states,
                                   prompt_tokenizer, tokenize_prompt)
 from modules.options import Options
+from modules.paths import confine
 from modules.progress import JobState
 from modules.training.lr_schedule import LearnRateSchedule
 
@@ -59,6 +60,8 @@ class TrainingEnv:
     """Clip skip and the options of preview images."""
     loras: LoraLibrary | None = None
     """Scanned again after a LoRA is saved, so that ``/sdapi/v1/loras`` lists it."""
+    allowed_output_dirs: tuple[Path, ...] = ()
+    """Folders outside ``data_dir`` that log directories may be in (``--allowed-output-dirs``)."""
 
     @classmethod
     def from_runtime(cls, runtime: Runtime) -> TrainingEnv:
@@ -67,7 +70,7 @@ class TrainingEnv:
         if model is None:
             raise ValueError("model: no checkpoint is loaded; load one before training")
         return cls(model, runtime.paths.embeddings_dir, runtime.paths.lora_dir, runtime.paths.data_dir, runtime.opts,
-                   runtime.loras)
+                   runtime.loras, runtime.paths.allowed_output_dirs)
 
 
 def resolve_env(target: Runtime | TrainingEnv) -> TrainingEnv:
@@ -99,9 +102,9 @@ def check_trainable(model: Any) -> None:
         raise ValueError("model: inpainting models cannot be trained; load a regular checkpoint")
 
 
-def resolve_dir(data_dir: Path, directory: str) -> Path:
-    path = Path(directory)
-    return path if path.is_absolute() else data_dir / path
+def resolve_dir(data_dir: Path, directory: str, allowed: Sequence[Path] = (), name: str = "log_directory") -> Path:
+    """A folder the run writes to: inside ``data_dir`` (or ``allowed``), else ``ValueError`` naming ``name``."""
+    return confine(directory, data_dir, allowed, name)
 
 
 # --------------------------------------------------------------------------------------------------------------------

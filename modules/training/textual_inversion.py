@@ -291,7 +291,7 @@ def train_embedding(target: Runtime | TrainingEnv, request: TrainEmbeddingReques
     captions = read_captions(image_paths)
     filewords = [captions.get(image) or words_from_file_name(image) for image in image_paths]
     pictures = load_images(image_paths, request.training_width, request.training_height)
-    log_dir = resolve_dir(env.data_dir, request.log_directory) / name
+    log_dir = resolve_dir(env.data_dir, request.log_directory, env.allowed_output_dirs) / name
 
     seed = seeds.fixed_seed(request.seed)
     text_rng, generator = random.Random(seed), torch.Generator().manual_seed(seed)
