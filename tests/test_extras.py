@@ -125,6 +125,10 @@ def test_bad_extras_input_is_a_422_naming_the_field(client, runtime, fields, nam
 
 def test_upscaler_model_in_the_list_and_in_extras(client, runtime):
     path = write_esrgan(runtime.paths.data_dir / "models" / "ESRGAN", "tiny-2x", 2)
+    realesrgan = write_esrgan(runtime.paths.data_dir / "models" / "RealESRGAN", "RealESRGAN_x2plus", 2)
+    assert client.get(f"{API}/realesrgan-models").json() == [{"name": "RealESRGAN_x2plus", "path": str(realesrgan),
+                                                              "scale": 2}]
+    realesrgan.unlink()
     listed = client.get(f"{API}/upscalers").json()
     assert listed[-1] == {"name": "tiny-2x", "model_name": "ESRGAN", "model_path": str(path), "model_url": None,
                           "scale": 2}
