@@ -150,7 +150,7 @@ def run_extras(runner: ScriptPostprocessingRunner, sources: Iterable[ExtrasSourc
         for picture in (pp.image, *pp.extra_images):
             picture.info = {**kept, "extras": text} if text else dict(kept)
             if save:
-                basename = Path(source.name).stem if source.name else ""
+                basename = images.sanitize_filename_part(Path(source.name).stem) if source.name else ""
                 fullfn, _ = images.save_image(picture, outdir, basename, extension=opts.samples_format, info=text or None,
                                               pnginfo_section_name="extras", existing_info=kept, opts=opts,
                                               save_to_dirs=False, suffix=pp.get_suffix(used))

@@ -125,6 +125,10 @@ def test_bad_extras_input_is_a_422_naming_the_field(client, runtime, fields, nam
 
 def test_upscaler_model_in_the_list_and_in_extras(client, runtime):
     path = write_esrgan(runtime.paths.data_dir / "models" / "ESRGAN", "tiny-2x", 2)
+    realesrgan = write_esrgan(runtime.paths.data_dir / "models" / "RealESRGAN", "RealESRGAN_x2plus", 2)
+    assert client.get(f"{API}/realesrgan-models").json() == [{"name": "RealESRGAN_x2plus", "path": str(realesrgan),
+                                                              "scale": 2}]
+    realesrgan.unlink()
     listed = client.get(f"{API}/upscalers").json()
     assert listed[-1] == {"name": "tiny-2x", "model_name": "ESRGAN", "model_path": str(path), "model_url": None,
                           "scale": 2}
@@ -265,6 +269,19 @@ def test_a1111_postprocessing_upscale_runs_through_the_extras_api(tmp_path):
         assert r.status_code == 200, r.text
         assert decode(r.json()["image"]).size == (80, 48)
         assert "Postprocess upscaler: Lanczos" in r.json()["html_info"]
+        # ... and in the Extras tab, with its own controls (its width/height switch button is not in the built-in)
+        import gradio as gr
+
+        from modules import ui
+
+        with gr.Blocks() as demo:
+            ui.extras_tab(runtime)
+        assert "upscaling_res_switch_btn" in _blocks_components(demo)
+        click = next(fn for fn in demo.fns.values() if fn.name == "do_extras")
+        args = runner.create_args_for_run({"Upscale": {"upscaler_1_name": "Nearest", "upscale_by": 2,
+                                                       "upscale_mode": 0}})
+        images, info = click.fn(0, known_image(), None, "", "", True, *args)
+        assert images[0].size == (80, 48) and "Postprocess upscaler: Nearest" in info, info
     finally:
         shared.bind(None)
         runtime.queue.close()

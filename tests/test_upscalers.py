@@ -164,3 +164,66 @@ def test_lanczos_equals_pillow_and_bad_scales_are_refused():
             registry.upscale(image, scale, "Lanczos")
     with pytest.raises(UpscalerError, match="could not find upscaler named 'Magic'.*Lanczos"):
         registry.find("Magic")
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# hires fix with an upscaler model, on the shipped default model
+# ---------------------------------------------------------------------------------------------------------------------
+def near_identity_esrgan_state(scale: int = 2) -> dict[str, torch.Tensor]:
+    """A tiny ESRGAN whose main path carries the RGB channels straight through (so it upscales like nearest
+    neighbour) plus its random dense blocks scaled down: a model that upscales a picture recognisably, as a trained one
+    would, but not exactly like any resize."""
+    state = {k: v * 0.1 for k, v in tiny_esrgan_state(scale, seed=5).items()}
+    path = [k for k in state if k.startswith("model.") and "sub" not in k and k.endswith(".weight")]
+    for key in path:
+        weight = torch.zeros_like(state[key])
+        for c in range(3):
+            weight[c, c, 1, 1] = 1.0
+        state[key] = weight
+        state[key.replace(".weight", ".bias")] = torch.zeros_like(state[key.replace(".weight", ".bias")])
+    return state
+
+
+def test_hires_fix_with_an_esrgan_model_keeps_a_red_circle(tmp_path):
+    from tests.fixtures_models import SHIPPED, paths_with_shipped_models
+
+    if not SHIPPED:
+        pytest.skip("no shipped model")
+    from modules import analyser
+    from modules.processing import StableDiffusionProcessingTxt2Img, process_images
+    from modules.progress import JobState
+    from modules.sd_models import ModelManager
+
+    folder = tmp_path / "models" / "ESRGAN"
+    folder.mkdir(parents=True)
+    save_file(near_identity_esrgan_state(2), folder / "tiny-2x.safetensors")
+    opts = Options(samples_save=False, live_previews_enable=False)
+    registry = UpscalerRegistry(upscalers.default_folders(tmp_path / "models"), opts)
+    model = ModelManager(paths_with_shipped_models(tmp_path / "data"), Options()).select_default()
+    loads = []
+    real_get = registry.cache.get
+    registry.cache.get = lambda path: loads.append(path) or real_get(path)
+    for seed in (1, 2):
+        p = StableDiffusionProcessingTxt2Img(prompt="a red circle", seed=seed, width=64, height=64, steps=10,
+                                             cfg_scale=6, enable_hr=True, hr_upscaler="tiny-2x", hr_scale=2,
+                                             denoising_strength=0.5, do_not_save_samples=True, do_not_save_grid=True)
+        p.sd_model, p.opts, p.state, p.upscalers = model, opts, JobState(), registry
+        processed = process_images(p)
+        image = processed.images[0]
+        assert image.size == (128, 128)
+        assert "Hires upscaler: tiny-2x" in processed.infotexts[0]
+        seen = analyser.analyse(image.resize((64, 64), Image.Resampling.LANCZOS))
+        assert (seen.color, seen.shape) == ("red", "circle"), (seed, seen)
+    assert loads and loads[0].name == "tiny-2x.safetensors"
+
+
+def test_unknown_hires_upscaler_fails_before_sampling(tiny_sd1_model):
+    from modules.processing import GenerationError, StableDiffusionProcessingTxt2Img, process_images
+    from modules.progress import JobState
+
+    p = StableDiffusionProcessingTxt2Img(prompt="x", width=64, height=64, steps=2, enable_hr=True,
+                                         hr_upscaler="Magic", do_not_save_samples=True)
+    p.sd_model, p.opts, p.state, p.upscalers = tiny_sd1_model, Options(), JobState(), UpscalerRegistry({})
+    with pytest.raises(GenerationError, match="hr_upscaler: could not find upscaler named 'Magic'.*Latent"):
+        process_images(p)
+    assert p.state.sampling_step == 0

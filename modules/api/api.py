@@ -103,7 +103,8 @@ class Api:
         get(f"{PREFIX}/embeddings", response_model=m.EmbeddingsResponse)(self.embeddings)
         get(f"{PREFIX}/loras", response_model=list[m.LoraItem])(self.loras)
         post(f"{PREFIX}/refresh-loras")(self.refresh_loras)
-        for name in ("hypernetworks", "face-restorers", "realesrgan-models"):
+        get(f"{PREFIX}/realesrgan-models", response_model=list[m.RealesrganItem])(self.realesrgan_models)
+        for name in ("hypernetworks", "face-restorers"):
             get(f"{PREFIX}/{name}", response_model=list[dict[str, Any]])(self.nothing)
         get(f"{PREFIX}/scripts", response_model=m.ScriptsList)(self.scripts)
         get(f"{PREFIX}/script-info", response_model=list[m.ScriptInfo])(self.script_info)
@@ -480,8 +481,14 @@ class Api:
     def refresh_loras(self) -> None:
         self.runtime.loras.refresh()
 
+    async def realesrgan_models(self) -> list[m.RealesrganItem]:
+        """The upscaler files of the RealESRGAN folder."""
+        upscalers = await run_in_threadpool(self.runtime.upscalers.list)
+        return [m.RealesrganItem(name=u.name, path=u.data_path, scale=u.scale) for u in upscalers
+                if u.model_name == "RealESRGAN"]
+
     async def nothing(self) -> list[dict[str, Any]]:
-        """Lists of features this server does not have (hypernetworks, face restorers, RealESRGAN)."""
+        """Lists of features this server does not have (hypernetworks, face restorers)."""
         return []
 
     async def scripts(self) -> m.ScriptsList:

@@ -241,6 +241,12 @@ class UpscalerItem(BaseModel):
     scale: float | None = None
 
 
+class RealesrganItem(BaseModel):
+    name: str
+    path: str | None = None
+    scale: float | None = None
+
+
 class LatentUpscalerModeItem(BaseModel):
     name: str
 
