@@ -104,11 +104,21 @@ def run_job(runtime: Runtime, kind: str, p: Any):
         yield gr.update(), format_error(e), "", None, gr.update()
         return
     note = " (interrupted)" if processed.interrupted else ""
+    if processed.interrupted and not processed.images:
+        note = " (interrupted before an image was finished: nothing was saved)"
     info = processed.infotexts[processed.index_of_first_image] if processed.infotexts else ""
     comments = "".join(f"<p class='comments'>{html.escape(line)}</p>" for line in processed.comments.splitlines())
     yield (processed.images, infotext_html(info) + comments + (f"<p>{note}</p>" if note else ""),
            f"<div class='progress-text'>Done in {processed.timings.get('total', 0):.2f}s{note}</div>", None,
            processed.js())
+
+
+def interrupt_clicked(runtime: Runtime) -> None:
+    """Interrupt as A1111's button: with "Don't Interrupt in the middle" on, a job of several images stops after the
+    current one (a second press stops at once)."""
+    job = runtime.queue.interrupt(after_current=runtime.opts.interrupt_after_current)
+    if job is not None and job.state.stopping_generation and not job.state.interrupted:
+        gr.Info("Generation will stop after this image; press Interrupt again to stop at once.")
 
 
 def seed_from_info(info_json: str) -> int:
@@ -239,7 +249,7 @@ class GenerationControls:
             event(submit, inputs, outputs, concurrency_limit=8, show_progress="hidden", trigger_mode="multiple")
 
     def wire_common(self, runtime: Runtime) -> None:
-        self.interrupt.click(lambda: runtime.queue.interrupt() and None, None, None, queue=False)
+        self.interrupt.click(lambda: interrupt_clicked(runtime), None, None, queue=False)
         self.skip.click(lambda: runtime.queue.skip() and None, None, None, queue=False)
         self.random_seed.click(lambda: -1, None, self.seed, queue=False)
         self.reuse_seed.click(seed_from_info, self.generation_info, self.seed, queue=False)
