@@ -113,6 +113,17 @@ def run_job(runtime: Runtime, kind: str, p: Any):
            processed.js())
 
 
+def schedule_choices(sampler: str, current: str) -> Any:
+    """The Schedule type dropdown for ``sampler``: its schedules, keeping the current one when it is among them."""
+    from modules import sd_samplers
+
+    try:
+        labels = sd_samplers.schedules_for(sampler)
+    except ValueError:
+        return gr.update()
+    return gr.update(choices=labels, value=current if current in labels else labels[0])
+
+
 def interrupt_clicked(runtime: Runtime) -> None:
     """Interrupt as A1111's button: with "Don't Interrupt in the middle" on, a job of several images stops after the
     current one (a second press stops at once)."""
@@ -250,6 +261,8 @@ class GenerationControls:
 
     def wire_common(self, runtime: Runtime) -> None:
         self.interrupt.click(lambda: interrupt_clicked(runtime), None, None, queue=False)
+        # the schedule list offers only the schedules the chosen sampler runs (A1111 runs, here every pair is real)
+        self.sampler_name.change(schedule_choices, [self.sampler_name, self.scheduler], self.scheduler, queue=False)
         self.skip.click(lambda: runtime.queue.skip() and None, None, None, queue=False)
         self.random_seed.click(lambda: -1, None, self.seed, queue=False)
         self.reuse_seed.click(seed_from_info, self.generation_info, self.seed, queue=False)
