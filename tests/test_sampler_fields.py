@@ -114,3 +114,13 @@ def test_interrupt_in_the_middle_saves_nothing_half_finished(tiny_sd1_model, opt
     single = PressAt(after_current=True)   # one image: the button interrupts at once, as A1111's
     out = run(tiny_sd1_model, opts, state=single, steps=6, do_not_save_samples=False)
     assert out.interrupted and out.files == []
+
+
+def test_the_ui_schedule_list_follows_the_sampler():
+    from modules import ui
+
+    ddim = ui.schedule_choices("DDIM", "Karras")
+    assert ddim["choices"] == sd_samplers.schedules_for("DDIM") and "Karras" not in ddim["choices"]
+    assert ddim["value"] == "Automatic"                       # Karras is not offered with DDIM any more
+    euler_a = ui.schedule_choices("Euler a", "Karras")
+    assert "Karras" in euler_a["choices"] and euler_a["value"] == "Karras"
