@@ -256,11 +256,13 @@ class JobQueue:
         self._finish_cancelled(job, "cancelled before it started")
         return job
 
-    def interrupt(self, task_id: str | None = None) -> Job | None:
-        """Interrupt the running job (only if it has ``task_id``, when given); returns it, or None."""
+    def interrupt(self, task_id: str | None = None, *, after_current: bool = False) -> Job | None:
+        """Interrupt the running job (only if it has ``task_id``, when given); returns it, or None. ``after_current``
+        is the Interrupt button with A1111's "Don't Interrupt in the middle": a job making several images first stops
+        after the current one (``JobState.interrupt_button``)."""
         job = self._running(task_id)
         if job is not None:
-            job.state.interrupt()
+            job.state.interrupt_button(after_current)
         return job
 
     def skip(self, task_id: str | None = None) -> Job | None:

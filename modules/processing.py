@@ -701,7 +701,12 @@ def _process(p: StableDiffusionProcessing) -> Processed:
     _run_hook(p, "before_process")
     model, state, opts = p.sd_model, p.state, p.opts
     t0 = time.perf_counter()
-    sd_samplers.resolve(p.sampler_name, p.scheduler)  # unknown names fail before any work
+    try:  # unknown names, pairs that cannot run and an eta the sampler cannot take fail before any work
+        sd_samplers.check(p.sampler_name, p.scheduler, eta=p.eta, opts=opts)
+        if getattr(p, "hr_sampler_name", None) or getattr(p, "hr_scheduler", None):
+            sd_samplers.check(p.hr_sampler_name or p.sampler_name, p.hr_scheduler or p.scheduler, eta=p.eta, opts=opts)
+    except ValueError as e:
+        raise GenerationError(str(e)) from None
     _check_size(p, model)
     p.setup_prompts()
     styles.apply_styles(p)
@@ -887,9 +892,16 @@ def encode_conds(p: StableDiffusionProcessing, model: Any, prompts: list[str], n
 def make_scheduler(p: StableDiffusionProcessing, model: Any, sampler_name: str | None = None,
                    scheduler_name: str | None = None, seeds: list[int] | None = None):
     """The diffusers scheduler of a pass; it is ``p.sampler`` while the pass runs (A1111)."""
-    p.sampler = sd_samplers.create_scheduler(sampler_name or p.sampler_name, scheduler_name or p.scheduler,
-                                        model.scheduler_config, eta=p.eta, opts=p.opts, s_churn=p.s_churn,
-                                        s_tmin=p.s_tmin, s_tmax=p.s_tmax, s_noise=p.s_noise, noise_seeds=seeds)
+    try:
+        p.sampler = sd_samplers.create_scheduler(
+            sampler_name or p.sampler_name, scheduler_name or p.scheduler, model.scheduler_config, eta=p.eta,
+            opts=p.opts, s_churn=p.s_churn, s_tmin=p.s_tmin, s_tmax=p.s_tmax, s_noise=p.s_noise, noise_seeds=seeds,
+            family=model.family)
+    except ValueError as e:
+        raise GenerationError(str(e)) from None
+    eta_ancestral = getattr(p.sampler, "eta_ancestral", None)
+    if eta_ancestral is not None:
+        p.extra_generation_params["Eta"] = eta_ancestral  # A1111 writes an ancestral eta other than 1
     return p.sampler
 
 

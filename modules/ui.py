@@ -120,11 +120,32 @@ def run_job(runtime: Runtime, kind: str, p: Any):
         yield gr.update(), format_error(e), "", None, gr.update()
         return
     note = " (interrupted)" if processed.interrupted else ""
+    if processed.interrupted and not processed.images:
+        note = " (interrupted before an image was finished: nothing was saved)"
     info = processed.infotexts[processed.index_of_first_image] if processed.infotexts else ""
     comments = "".join(f"<p class='comments'>{html.escape(line)}</p>" for line in processed.comments.splitlines())
     yield (processed.images, infotext_html(info) + comments + (f"<p>{note}</p>" if note else ""),
            f"<div class='progress-text'>Done in {processed.timings.get('total', 0):.2f}s{note}</div>", None,
            processed.js())
+
+
+def schedule_choices(sampler: str, current: str) -> Any:
+    """The Schedule type dropdown for ``sampler``: its schedules, keeping the current one when it is among them."""
+    from modules import sd_samplers
+
+    try:
+        labels = sd_samplers.schedules_for(sampler)
+    except ValueError:
+        return gr.update()
+    return gr.update(choices=labels, value=current if current in labels else labels[0])
+
+
+def interrupt_clicked(runtime: Runtime) -> None:
+    """Interrupt as A1111's button: with "Don't Interrupt in the middle" on, a job of several images stops after the
+    current one (a second press stops at once)."""
+    job = runtime.queue.interrupt(after_current=runtime.opts.interrupt_after_current)
+    if job is not None and job.state.stopping_generation and not job.state.interrupted:
+        gr.Info("Generation will stop after this image; press Interrupt again to stop at once.")
 
 
 def seed_from_info(info_json: str) -> int:
@@ -270,7 +291,9 @@ class GenerationControls:
             event(submit, inputs, outputs, concurrency_limit=8, show_progress="hidden", trigger_mode="multiple")
 
     def wire_common(self, runtime: Runtime) -> None:
-        self.interrupt.click(lambda: runtime.queue.interrupt() and None, None, None, queue=False)
+        self.interrupt.click(lambda: interrupt_clicked(runtime), None, None, queue=False)
+        # the schedule list offers only the schedules the chosen sampler runs (A1111 runs, here every pair is real)
+        self.sampler_name.change(schedule_choices, [self.sampler_name, self.scheduler], self.scheduler, queue=False)
         self.skip.click(lambda: runtime.queue.skip() and None, None, None, queue=False)
         self.random_seed.click(lambda: -1, None, self.seed, queue=False)
         self.reuse_seed.click(seed_from_info, self.generation_info, self.seed, queue=False)

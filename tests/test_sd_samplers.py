@@ -19,7 +19,7 @@ SD21_V = {**SD15, "_class_name": "DDIMScheduler", "prediction_type": "v_predicti
 pytestmark = pytest.mark.filterwarnings("ignore:Should have:UserWarning")
 
 A1111_ORDER = ["DPM++ 2M", "DPM++ SDE", "DPM++ 2M SDE", "DPM++ 2M SDE Heun", "DPM++ 2S a", "DPM++ 3M SDE", "Euler a",
-               "Euler", "LMS", "Heun", "DPM2", "DPM2 a", "DDIM", "PLMS", "UniPC", "LCM"]
+               "Euler", "LMS", "Heun", "DPM2", "DPM2 a", "DPM fast", "DDIM", "PLMS", "UniPC", "LCM"]
 
 PAIRS = [(s.name, label) for s in sd_samplers._SAMPLERS for label in (sd_samplers.AUTOMATIC, *s.schedules)]
 
@@ -51,8 +51,8 @@ def test_sampler_list_is_a1111_order_with_dpmpp_2m_first():
 
 def test_schedulers_list():
     labels = [s.label for s in sd_samplers.schedulers]
-    assert labels[:4] == ["Automatic", "Uniform", "Karras", "Exponential"]
-    assert {"SGM Uniform", "Simple", "Beta"} <= set(labels)
+    assert labels == ["Automatic", "Uniform", "Karras", "Exponential", "Polyexponential", "SGM Uniform", "KL Optimal",
+                      "Align Your Steps", "Simple", "Normal", "DDIM", "Beta"]  # A1111 1.10's list and order
     sgm = next(s for s in sd_samplers.schedulers if s.name == "sgm_uniform")
     assert sgm.aliases == ["SGMUniform"]
 
@@ -114,12 +114,93 @@ def test_unknown_names_list_the_valid_ones():
         sd_samplers.create_scheduler("nope", "Automatic", SD15)
 
 
-def test_unsupported_pair_lists_the_samplers_schedules():
-    # diffusers' EulerAncestralDiscreteScheduler has no Karras sigmas.
-    with pytest.raises(ValueError, match="'Karras' is not available for sampler 'Euler a'; valid: Automatic, Uniform"):
-        sd_samplers.resolve("Euler a", "Karras")
-    with pytest.raises(ValueError, match="valid: Automatic$"):
-        sd_samplers.create_scheduler("LCM", "Karras", SD15)
+def test_every_a1111_pair_with_an_effect_is_offered_and_the_rest_are_refused_with_the_reason():
+    offered = {name: sd_samplers.schedules_for(name) for name in A1111_ORDER}
+    every = [s.label for s in sd_samplers.schedulers]
+    for name in A1111_ORDER:
+        if name not in ("DDIM", "PLMS", "DPM fast"):
+            assert offered[name] == every, name          # e.g. Euler a + Karras, LCM + Beta, DPM++ 2S a + Uniform
+    assert offered["DDIM"] == offered["PLMS"] == ["Automatic", "Uniform", "SGM Uniform", "Simple", "Normal", "DDIM"]
+    assert offered["DPM fast"] == ["Automatic"]
+    with pytest.raises(ValueError, match=r"'Karras' is not available for sampler 'DDIM' \(it steps on the model's "
+                                         r"own timestep grid.*valid: Automatic, Uniform"):
+        sd_samplers.resolve("DDIM", "Karras")
+    with pytest.raises(ValueError, match="'Karras' is not available for sampler 'DPM fast' .*valid: Automatic$"):
+        sd_samplers.create_scheduler("DPM fast", "Karras", SD15)
+    for name in ("DPM adaptive", "k_dpm_ad", "Restart"):
+        with pytest.raises(ValueError, match="is not available here: .*no diffusers scheduler|error control"):
+            sd_samplers.resolve(name)
+
+
+def sigmas_of(sampler: str, schedule: str, steps: int = 10, **kw) -> list[float]:
+    scheduler = sd_samplers.create_scheduler(sampler, schedule, SD15, **kw)
+    scheduler.set_timesteps(steps)
+    return [round(float(x), 3) for x in scheduler.sigmas]
+
+
+def test_euler_a_takes_the_sigma_schedules_as_euler_does():
+    for schedule in ("Karras", "Exponential", "Beta", "KL Optimal", "Align Your Steps", "Polyexponential"):
+        assert sigmas_of("Euler a", schedule) == pytest.approx(sigmas_of("Euler", schedule), abs=2e-3), schedule
+    assert sigmas_of("Euler a", "Karras") != sigmas_of("Euler a", "Automatic")
+
+
+def test_new_schedules_are_their_closed_forms_and_published_tables():
+    train = sd_samplers._train_sigmas(sd_samplers.create_scheduler("Euler", "Automatic", SD15))
+    smin, smax = float(train[0]), float(train[-1])
+    kl = sigmas_of("Euler", "KL Optimal", 4)
+    t = [0, 1 / 3, 2 / 3, 1]
+    assert kl[:4] == pytest.approx([math.tan((1 - x) * math.atan(smax) + x * math.atan(smin)) for x in t], abs=2e-3)
+    assert kl[-1] == 0
+    # Align Your Steps with 11 steps is NVIDIA's SD1.5 table itself (SDXL's for an SDXL model), then 0.
+    assert sigmas_of("Euler", "Align Your Steps", 11)[:11] == pytest.approx(sd_samplers._AYS_SIGMAS["sd1"], abs=2e-3)
+    xl = sigmas_of("Euler", "Align Your Steps", 11, family="sdxl")
+    assert xl[:11] == pytest.approx(sd_samplers._AYS_SIGMAS["sdxl"], abs=2e-3)
+    assert sigmas_of("DPM++ 2M", "Polyexponential") == sigmas_of("DPM++ 2M", "Exponential")  # rho 1 (A1111 default)
+    for sampler in ("DPM++ 2M", "DPM++ SDE", "LMS", "Heun", "DPM2", "UniPC"):
+        assert max(sigmas_of(sampler, "KL Optimal")) == pytest.approx(smax, rel=1e-3), sampler
+        assert sigmas_of(sampler, "KL Optimal") != sigmas_of(sampler, "Karras"), sampler
+
+
+def test_lcm_takes_a_schedule_as_timesteps():
+    lcm = sd_samplers.create_scheduler("LCM", "Karras", SD15)
+    lcm.set_timesteps(6)
+    assert [int(t) for t in lcm.timesteps] == [999, 837, 594, 249, 30, 0]
+
+
+def run_euler_a(eta: float | None, opts: Options | None = None, seed: int = 3) -> torch.Tensor:
+    scheduler = sd_samplers.create_scheduler("Euler a", "Karras", SD15, eta=eta, opts=opts)
+    scheduler.set_timesteps(6)
+    x = torch.ones(1, 4, 8, 8) * scheduler.init_noise_sigma
+    for t in scheduler.timesteps:
+        x = scheduler.step(torch.full_like(x, 0.3), t, scheduler.scale_model_input(x, t),
+                           generator=[torch.Generator().manual_seed(seed)]).prev_sample
+    return x
+
+
+def test_eta_ancestral_scales_euler_a_noise():
+    def euler(seed=3):
+        scheduler = sd_samplers.create_scheduler("Euler", "Karras", SD15)
+        scheduler.set_timesteps(6)
+        x = torch.ones(1, 4, 8, 8) * scheduler.init_noise_sigma
+        for t in scheduler.timesteps:
+            x = scheduler.step(torch.full_like(x, 0.3), t, scheduler.scale_model_input(x, t)).prev_sample
+        return x
+
+    assert torch.allclose(run_euler_a(0.0), euler(), atol=1e-4)                   # eta 0: no noise, plain Euler
+    assert torch.allclose(run_euler_a(None, Options(eta_ancestral=0.0)), euler(), atol=1e-4)  # from the option
+    half, full = run_euler_a(0.5), run_euler_a(1.0)
+    assert not torch.allclose(half, full) and not torch.allclose(half, euler())
+    assert not torch.allclose(run_euler_a(0.5, seed=4), half)                     # its noise follows the generator
+    assert torch.equal(run_euler_a(0.5, seed=3), half)
+    assert sd_samplers.create_scheduler("Euler a", "Automatic", SD15, opts=Options(eta_ancestral=0.4)).eta_ancestral \
+        == 0.4
+
+
+def test_eta_other_than_one_is_refused_where_diffusers_has_none():
+    with pytest.raises(ValueError, match="eta 0.5 is not available for sampler 'DPM2 a'"):
+        sd_samplers.check("DPM2 a", "Automatic", opts=Options(eta_ancestral=0.5))
+    sd_samplers.check("DPM2 a", "Automatic", opts=Options(eta_ancestral=1.0))
+    sd_samplers.check("Euler", "Automatic", eta=0.5)   # Euler has no eta at all, as in A1111
 
 
 @pytest.mark.parametrize("sampler,scheduler,expected", [
