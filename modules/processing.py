@@ -28,8 +28,8 @@ from PIL import Image, ImageOps
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 from tqdm.auto import tqdm
 
-from modules import (conditioning, extra_networks, guidance, images, infotext, masking, rng, script_callbacks,
-                     sd_samplers, styles)
+from modules import (attention, conditioning, extra_networks, guidance, images, infotext, masking, rng,
+                     script_callbacks, sd_samplers, styles)
 from modules.options import Options
 from modules.progress import JobState
 
@@ -102,6 +102,7 @@ class StableDiffusionProcessing(BaseModel):
     scripts: Any = Field(None, exclude=True)
     script_args: list[Any] = Field(default_factory=list, exclude=True)
     prompt_resources: Any = Field(None, exclude=True)  # extra_networks.PromptResources: styles, embeddings, LoRA
+    attention_controllers: list[Any] = Field(default_factory=list, exclude=True)  # modules.attention, set by scripts
 
     @field_validator("width", "height")
     @classmethod
@@ -551,7 +552,8 @@ def _process(p: StableDiffusionProcessing) -> Processed:
             _run_hook(p, "process_batch", batch_number=n, prompts=p.all_prompts[batch], seeds=seeds,
                       subseeds=subseeds)
             t = time.perf_counter()
-            latents = p.sample_batch(model, conds, unconds, seeds, subseeds)
+            with attention.controlled(model.unet, p.attention_controllers):
+                latents = p.sample_batch(model, conds, unconds, seeds, subseeds)
             timings["sampling"] += time.perf_counter() - t
             if state.skipped and not state.interrupted:
                 state.skipped = False
@@ -702,7 +704,7 @@ def sample(model: Any, scheduler, latents: torch.Tensor, timesteps: torch.Tensor
             x_in = torch.cat([x_in, image_conditioning], dim=1)
         noise_pred = cfg_denoise(model, x_in, t, conds.at_step(i), unconds.at_step(i), p.cfg_scale,
                                  (p.height, p.width), step=i, total_steps=len(timesteps), scheduler=scheduler,
-                                 adjust=adjust)
+                                 adjust=adjust, attention_controllers=p.attention_controllers)
         latents = scheduler.step(noise_pred, t, latents, **step_kwargs).prev_sample
         if inpaint is not None:
             mask, init_latents, noise = inpaint
@@ -723,11 +725,12 @@ def _accepts_generator(scheduler) -> bool:
 
 def cfg_denoise(model: Any, x: torch.Tensor, t: torch.Tensor, cond_parts: list[list[tuple[Any, float]]],
                 unconds: list[list[tuple[Any, float]]], cfg_scale: float, size: tuple[int, int], *, step: int = 0,
-                total_steps: int = 0, scheduler: Any = None, adjust: guidance.Guidance | None = None) -> torch.Tensor:
+                total_steps: int = 0, scheduler: Any = None, adjust: guidance.Guidance | None = None,
+                attention_controllers: list[Any] = ()) -> torch.Tensor:
     """One UNet call for every AND part of every image plus the negatives, combined as composable diffusion:
     ``uncond + Σ wᵢ·cfg·(condᵢ − uncond)``, then ``adjust`` (CFG rescale, dynamic thresholding). Registered
-    ``script_callbacks.on_cfg_*`` callbacks see (and may replace)
-    the UNet's inputs, its output and the combined prediction of sampling step ``step`` of ``total_steps``."""
+    ``script_callbacks.on_cfg_*`` callbacks see (and may replace) the UNet's inputs, its output and the combined
+    prediction of sampling step ``step`` of ``total_steps``; ``attention_controllers`` (``modules.attention``) see the attention of this call and the combined prediction."""
     xs, conds_flat = [], []
     for i, parts in enumerate(cond_parts):
         for cond, _ in parts:
@@ -744,12 +747,16 @@ def cfg_denoise(model: Any, x: torch.Tensor, t: torch.Tensor, cond_parts: list[l
     if hooked:
         x_batch, embeds = _cfg_denoiser_callbacks(model, x_batch, embeds, n_cond, t, scheduler, step, total_steps)
     added = _sdxl_added_cond(model, pooled, size, x_batch.shape[0]) if model.is_sdxl else None
-    out = model.unet(x_batch, t, encoder_hidden_states=embeds.to(x_batch.dtype), added_cond_kwargs=added).sample
+    call, unet_kwargs = (attention.unet_call_kwargs(cond_parts, x_batch.shape[0], x.shape[-2:], step, total_steps)
+                         if attention_controllers else (None, {}))
+    out = model.unet(x_batch, t, encoder_hidden_states=embeds.to(x_batch.dtype), added_cond_kwargs=added,
+                     **unet_kwargs).sample
     if hooked:
         denoised = script_callbacks.CFGDenoisedParams(out, step, total_steps, model.unet)
         script_callbacks.cfg_denoised_callback(denoised)
         out = denoised.x
     if skip_uncond:
+        out = attention.after_cfg(attention_controllers, call, out) if call is not None else out
         return _after_cfg_callbacks(out, step, total_steps) if hooked else out
     out_cond, out_uncond = out[:n_cond], out[n_cond:]
     result = out_uncond.clone()
@@ -761,6 +768,8 @@ def cfg_denoise(model: Any, x: torch.Tensor, t: torch.Tensor, cond_parts: list[l
     if adjust is not None and adjust.active:
         sigma = _step_sigma(scheduler, t).to(x.device) if scheduler is not None else None
         result = adjust.apply(result, out_uncond, cfg_scale, x, sigma)
+    if call is not None:
+        result = attention.after_cfg(attention_controllers, call, result)
     return _after_cfg_callbacks(result, step, total_steps) if hooked else result
 
 
