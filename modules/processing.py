@@ -160,8 +160,14 @@ class StableDiffusionProcessing(BaseModel):
         n = self.batch_size * self.n_iter
         self.all_prompts = _expand(self.prompt, n)
         self.all_negative_prompts = _expand(self.negative_prompt, n)
-        self.seed, self.subseed = rng.fixed_seed(self.seed), rng.fixed_seed(self.subseed)
+        seeds = self.seed if isinstance(self.seed, list) else None  # A1111: a list gives each image its seed
+        if seeds is not None and len(seeds) != n:
+            raise GenerationError(f"seed list has {len(seeds)} entries, expected batch_size*n_iter = {n}")
+        self.seed = rng.fixed_seed(seeds[0] if seeds else self.seed)
+        self.subseed = rng.fixed_seed(self.subseed)
         self.all_seeds, self.all_subseeds = rng.job_seeds(self.seed, self.subseed, self.subseed_strength, n)
+        if seeds is not None:
+            self.all_seeds = [self.seed, *(rng.fixed_seed(s) for s in seeds[1:])]
         self.clip_skip = self.effective_clip_skip()
 
     def effective_clip_skip(self) -> int:
