@@ -105,11 +105,21 @@ def _style(colored: np.ndarray, filled: np.ndarray) -> str:
 
 def analyse(image: Image.Image | np.ndarray) -> Analysis:
     """Read a world image (any size; it is box-filtered to 64×64)."""
+    return _read(_pixels(image))[0]
+
+
+def object_mask(image: Image.Image | np.ndarray) -> np.ndarray:
+    """The object's pixels as 64×64 booleans (its holes filled); all False when there is no object."""
     pixels = _pixels(image)
+    mask = _read(pixels)[1]
+    return mask if mask is not None else np.zeros(pixels.shape[:2], dtype=bool)
+
+
+def _read(pixels: np.ndarray) -> tuple[Analysis, np.ndarray | None]:
     background, bg_rgb = _background(pixels)
     rough = _largest_blob(np.linalg.norm(pixels - bg_rgb, axis=-1) > FOREGROUND_DISTANCE)
     if rough.sum() < MIN_OBJECT_PIXELS:
-        return Analysis(None, background, None, None, None, None)
+        return Analysis(None, background, None, None, None, None), None
     core = ndimage.binary_erosion(rough)
     obj_rgb = np.median(pixels[core if core.sum() >= MIN_OBJECT_PIXELS else rough], axis=0)
     color = nearest_color(obj_rgb)
@@ -121,9 +131,9 @@ def analyse(image: Image.Image | np.ndarray) -> Analysis:
     filled = ndimage.binary_fill_holes(_largest_blob(colored))
     colored &= filled
     if filled.sum() < MIN_OBJECT_PIXELS:
-        return Analysis(color, background, None, None, None, None)
+        return Analysis(color, background, None, None, None, None), None
 
     shape, centre, side, aspect = _shape(filled)
     position = min(POSITION_CENTERS, key=lambda p: (POSITION_CENTERS[p][0] - centre[0]) ** 2 + (POSITION_CENTERS[p][1] - centre[1]) ** 2)
     return Analysis(color, background, shape, position, "large" if side >= LARGE_MIN_SIDE else "small",
-                    "narrow" if aspect < NARROW_MAX_ASPECT else _style(colored, filled))
+                    "narrow" if aspect < NARROW_MAX_ASPECT else _style(colored, filled)), filled

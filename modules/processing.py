@@ -28,8 +28,8 @@ from PIL import Image, ImageOps
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 from tqdm.auto import tqdm
 
-from modules import (conditioning, extra_networks, guidance, images, infotext, limits, live_previews, masking, rng,
-                     script_callbacks, sd_samplers, styles)
+from modules import (attention, conditioning, extra_networks, guidance, images, infotext, limits, live_previews,
+                     masking, rng, script_callbacks, sd_samplers, styles)
 from modules.options import Options
 from modules.paths import confine
 from modules.progress import JobState
@@ -139,6 +139,7 @@ class StableDiffusionProcessing(BaseModel):
     prompt_resources: Any = Field(None, exclude=True)  # extra_networks.PromptResources: styles, embeddings, LoRA
     upscalers: Any = Field(None, exclude=True)  # upscalers.UpscalerRegistry: hires fix's pixel upscalers
     _unfinished: bool = PrivateAttr(False)  # the batch being sampled was interrupted before its last step
+    attention_controllers: list[Any] = Field(default_factory=list, exclude=True)  # modules.attention, set by scripts
 
     @field_validator("width", "height")
     @classmethod
@@ -218,8 +219,14 @@ class StableDiffusionProcessing(BaseModel):
         n = self.batch_size * self.n_iter
         self.all_prompts = _expand(self.prompt, n)
         self.all_negative_prompts = _expand(self.negative_prompt, n)
-        self.seed, self.subseed = rng.fixed_seed(self.seed), rng.fixed_seed(self.subseed)
+        seeds = self.seed if isinstance(self.seed, list) else None  # A1111: a list gives each image its seed
+        if seeds is not None and len(seeds) != n:
+            raise GenerationError(f"seed list has {len(seeds)} entries, expected batch_size*n_iter = {n}")
+        self.seed = rng.fixed_seed(seeds[0] if seeds else self.seed)
+        self.subseed = rng.fixed_seed(self.subseed)
         self.all_seeds, self.all_subseeds = rng.job_seeds(self.seed, self.subseed, self.subseed_strength, n)
+        if seeds is not None:
+            self.all_seeds = [self.seed, *(rng.fixed_seed(s) for s in seeds[1:])]
         self.clip_skip = self.effective_clip_skip()
 
     def effective_clip_skip(self) -> int:
@@ -744,7 +751,8 @@ def _process(p: StableDiffusionProcessing) -> Processed:
             conds, unconds = encode_conds(p, model, p.prompts, p.negative_prompts, p.steps)
             t = time.perf_counter()
             p._unfinished = False
-            latents = p.sample_batch(model, conds, unconds, p.seeds, p.subseeds)
+            with attention.controlled(model.unet, p.attention_controllers):
+                latents = p.sample_batch(model, conds, unconds, p.seeds, p.subseeds)
             timings["sampling"] += time.perf_counter() - t
             if p._unfinished:
                 log.info("%s: batch %d interrupted before its last step; nothing saved for it", p.tab, n + 1)
@@ -961,7 +969,7 @@ def sample(model: Any, scheduler, latents: torch.Tensor, timesteps: torch.Tensor
             x_in = torch.cat([x_in, image_conditioning], dim=1)
         noise_pred = cfg_denoise(model, x_in, t, conds.at_step(i), unconds.at_step(i), p.cfg_scale,
                                  (p.height, p.width), step=i, total_steps=len(timesteps), scheduler=scheduler,
-                                 adjust=adjust)
+                                 adjust=adjust, attention_controllers=p.attention_controllers)
         latents = scheduler.step(noise_pred, t, latents, **step_kwargs).prev_sample
         if inpaint is not None:
             mask, init_latents, noise = inpaint
@@ -993,11 +1001,12 @@ def _accepts_generator(scheduler) -> bool:
 
 def cfg_denoise(model: Any, x: torch.Tensor, t: torch.Tensor, cond_parts: list[list[tuple[Any, float]]],
                 unconds: list[list[tuple[Any, float]]], cfg_scale: float, size: tuple[int, int], *, step: int = 0,
-                total_steps: int = 0, scheduler: Any = None, adjust: guidance.Guidance | None = None) -> torch.Tensor:
+                total_steps: int = 0, scheduler: Any = None, adjust: guidance.Guidance | None = None,
+                attention_controllers: list[Any] = ()) -> torch.Tensor:
     """One UNet call for every AND part of every image plus the negatives, combined as composable diffusion:
     ``uncond + Σ wᵢ·cfg·(condᵢ − uncond)``, then ``adjust`` (CFG rescale, dynamic thresholding). Registered
-    ``script_callbacks.on_cfg_*`` callbacks see (and may replace)
-    the UNet's inputs, its output and the combined prediction of sampling step ``step`` of ``total_steps``."""
+    ``script_callbacks.on_cfg_*`` callbacks see (and may replace) the UNet's inputs, its output and the combined
+    prediction of sampling step ``step`` of ``total_steps``; ``attention_controllers`` (``modules.attention``) see the attention of this call and the combined prediction."""
     xs, conds_flat = [], []
     for i, parts in enumerate(cond_parts):
         for cond, _ in parts:
@@ -1014,12 +1023,16 @@ def cfg_denoise(model: Any, x: torch.Tensor, t: torch.Tensor, cond_parts: list[l
     if hooked:
         x_batch, embeds = _cfg_denoiser_callbacks(model, x_batch, embeds, n_cond, t, scheduler, step, total_steps)
     added = _sdxl_added_cond(model, pooled, size, x_batch.shape[0]) if model.is_sdxl else None
-    out = model.unet(x_batch, t, encoder_hidden_states=embeds.to(x_batch.dtype), added_cond_kwargs=added).sample
+    call, unet_kwargs = (attention.unet_call_kwargs(cond_parts, x_batch.shape[0], x.shape[-2:], step, total_steps)
+                         if attention_controllers else (None, {}))
+    out = model.unet(x_batch, t, encoder_hidden_states=embeds.to(x_batch.dtype), added_cond_kwargs=added,
+                     **unet_kwargs).sample
     if hooked:
         denoised = script_callbacks.CFGDenoisedParams(out, step, total_steps, model.unet)
         script_callbacks.cfg_denoised_callback(denoised)
         out = denoised.x
     if skip_uncond:
+        out = attention.after_cfg(attention_controllers, call, out) if call is not None else out
         return _after_cfg_callbacks(out, step, total_steps) if hooked else out
     out_cond, out_uncond = out[:n_cond], out[n_cond:]
     result = out_uncond.clone()
@@ -1031,6 +1044,8 @@ def cfg_denoise(model: Any, x: torch.Tensor, t: torch.Tensor, cond_parts: list[l
     if adjust is not None and adjust.active:
         sigma = _step_sigma(scheduler, t).to(x.device) if scheduler is not None else None
         result = adjust.apply(result, out_uncond, cfg_scale, x, sigma)
+    if call is not None:
+        result = attention.after_cfg(attention_controllers, call, result)
     return _after_cfg_callbacks(result, step, total_steps) if hooked else result
 
 

@@ -210,6 +210,6 @@ def test_builtin_scripts_build_their_controls_in_a_page(runner):
         inputs = runner.setup_ui()
     assert len(inputs) == len(runner.default_args())
     sizes = {s.name: s.args_to - s.args_from for s in runner.selectable_scripts}
-    assert sizes == {"prompt matrix": 5, "prompts from file or textbox": 4, "x/y/z plot": 18}
+    assert sizes == {"prompt matrix": 5, "prompt-to-prompt": 7, "prompts from file or textbox": 4, "x/y/z plot": 18}
     assert "Hires steps" in [o.label for o in options_for(False)] and \
         "Hires steps" not in [o.label for o in options_for(True)]

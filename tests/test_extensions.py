@@ -174,7 +174,7 @@ def test_broken_extensions_are_contained_and_reported(ext_dir, tiny_sd1_model):
     assert status["cycle-a"]["status"] == "enabled"
     assert "setup exploded" in processed.comments
     assert [s.name for s in runner.selectable_scripts if s.source.active] == \
-        ["prompt matrix", "prompts from file or textbox", "x/y/z plot"]
+        ["prompt matrix", "prompt-to-prompt", "prompts from file or textbox", "x/y/z plot"]
 
     again = runner.run(make_p(tiny_sd1_model, runner))
     assert len(again.images) == 1 and hooks_module.CALLS == ["setup"] and not again.comments
