@@ -25,6 +25,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--skip-load-model-at-start", action="store_true", help="do not load a model until it is needed")
     p.add_argument("--disable-all-extensions", action="store_true", help="load no extension")
     p.add_argument("--skip-install", action="store_true", help="do not run extensions' install.py")
+    p.add_argument("--allow-code", action="store_true",
+                   help="allow scripts that run Python code typed into the page (A1111's Custom code); never with "
+                        "--listen unless every user may run code on this machine")
     p.add_argument("--device", type=str, default=None, help="torch device (default: cuda if available, else cpu)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     return p
