@@ -226,6 +226,77 @@ def test_custom_code_runs_with_allow_code(runtime):
     assert analyser.analyse(processed.images[0]).color == "blue"
 
 
+# ---------------------------------------------------------------------------------------------------------------------
+# Through the API
+def test_api_runs_a_script_by_name_and_a_failing_selected_script_fails_the_job(runtime):
+    from fastapi.testclient import TestClient
+
+    from modules.api import create_api_app
+    from modules.api.codec import decode_image, encode_image
+
+    base = {"prompt": "a red circle on a white background", "steps": STEPS, "width": 64, "height": 64, "seed": 1,
+            "cfg_scale": 6, "init_images": [encode_image(red_circle())], "denoising_strength": 0.3}
+    with TestClient(create_api_app(runtime)) as client:
+        r = client.post("/sdapi/v1/img2img", json={**base, "script_name": "loopback",
+                                                   "script_args": [2, 0.5, "Linear", "None"]})
+        assert r.status_code == 200, r.text
+        pictures = [decode_image(data) for data in r.json()["images"]]
+        assert [im.size for im in pictures] == [(128, 64), (64, 64), (64, 64)]   # grid of the 2 loops, the loops
+        assert "Final denoising strength: 0.5" in r.json()["info"]
+
+        r = client.post("/sdapi/v1/img2img", json={**base, "script_name": "custom code", "force_task_id": "boom",
+                                                   "script_args": ["raise RuntimeError('boom')", 2]})
+        assert r.status_code == 500
+        assert "Custom code" in r.json()["detail"] and "RuntimeError: boom" in r.json()["detail"]
+        entry = client.get("/sdapi/v1/history/boom").json()
+        assert entry["status"] == "failed" and "Custom code" in entry["error"]
+
+
+ALWAYS_ON_FAILS = '''
+import modules.scripts as scripts
+
+
+class Script(scripts.Script):
+    def title(self):
+        return "Fails in process"
+
+    def show(self, is_img2img):
+        return scripts.AlwaysVisible
+
+    def process(self, p, *args):
+        raise ZeroDivisionError("always-on went wrong")
+'''
+
+
+def test_api_always_on_failure_is_reported_and_the_job_goes_on(tmp_path):
+    from fastapi.testclient import TestClient
+
+    from modules.api import create_api_app
+
+    rt = make_runtime(tmp_path)
+    (rt.paths.extensions_dir / "fails" / "scripts").mkdir(parents=True)
+    (rt.paths.extensions_dir / "fails" / "scripts" / "fails.py").write_text(ALWAYS_ON_FAILS)
+    shared.bind(rt)
+    try:
+        scripts.load_scripts(rt.paths.extensions_dir)
+        with TestClient(create_api_app(rt)) as client:
+            r = client.post("/sdapi/v1/txt2img", json={"prompt": "a red circle on a white background", "steps": 4,
+                                                       "width": 64, "height": 64, "force_task_id": "on"})
+            assert r.status_code == 200, r.text
+            assert len(r.json()["images"]) == 1
+            import json
+
+            comments = json.loads(r.json()["info"])["comments"]
+            assert "Fails in process" in comments and "always-on went wrong" in comments
+            entry = client.get("/sdapi/v1/history/on").json()
+            assert entry["status"] == "done" and "always-on went wrong" in entry["error"]
+    finally:
+        scripts.unload_scripts()
+        extensions.discover(None)
+        shared.bind(None)
+        rt.queue.close()
+
+
 def test_custom_code_is_refused_without_allow_code(tmp_path):
     rt = make_runtime(tmp_path)
     shared.bind(rt)
