@@ -22,13 +22,15 @@ from __future__ import annotations
 import configparser
 import html
 import logging
+import os
 import re
+import sys
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
-from modules.a1111 import lifecycle
+from modules.a1111 import lifecycle, missing
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +85,7 @@ class Extension:
         """Record ``exc`` (raised in ``where``), log it with the extension's name and file, and switch the extension
         off unless ``switch_off`` is False (a file that failed to import: only that file is left out)."""
         switch_off = switch_off and not self.is_builtin
-        failure = Failure(self.name, str(file or self.path), where, f"{type(exc).__name__}: {exc}")
+        failure = Failure(self.name, str(file or self.path), where, missing.describe(exc))
         log.error("Extension %r (%s) failed in %s%s: %s\n%s", self.name, failure.file, where,
                   " and is disabled for the rest of the run" if switch_off else "", failure.error,
                   "".join(traceback.format_exception(exc)).rstrip())
@@ -131,6 +133,7 @@ failures: list[Failure] = []
 def discover(extensions_dir: Path | None, disabled: Iterable[str] = (), disable_all: bool = False) -> list[Extension]:
     """Find the extensions of ``extensions_dir`` in load order and make them this run's (``extensions``)."""
     disabled = set(disabled)
+    _forget_modules(extensions)
     found = []
     if extensions_dir is not None and extensions_dir.is_dir():
         for folder in sorted(extensions_dir.iterdir()):
@@ -149,6 +152,16 @@ def discover(extensions_dir: Path | None, disabled: Iterable[str] = (), disable_
     script_files.clear()
     failures.clear()
     return ordered
+
+
+def _forget_modules(exts: list[Extension]) -> None:
+    """Drop the modules the previous extensions imported from their own folders (e.g. an extension's package), so
+    a new discovery imports them again from where the extensions are now."""
+    folders = [str(ext.path) + os.sep for ext in exts]
+    for name, module in list(sys.modules.items()):
+        file = getattr(module, "__file__", None) or ""
+        if folders and file.startswith(tuple(folders)):
+            del sys.modules[name]
 
 
 def _read_metadata(ext: Extension) -> None:

@@ -683,6 +683,7 @@ def create_ui(runtime: Runtime) -> gr.Blocks:
     samplers, schedulers = sampler_choices()
     current = runtime.models.current
     native = getattr(current, "native_size", None) or 512
+    extension_tabs = script_callbacks.ui_tabs_callback()   # their own gr.Blocks, built outside the page (as A1111)
     with gr.Blocks(title="Stable Diffusion", analytics_enabled=False) as demo:
         with gr.Row(elem_id="quicksettings"):
             titles = checkpoint_choices(runtime)
@@ -720,7 +721,7 @@ def create_ui(runtime: Runtime) -> gr.Blocks:
                 png = pnginfo_tab()
             with gr.Tab("Train", id="train"):
                 train_sizes = train_tab(runtime)
-            for blocks, title, elem_id in script_callbacks.ui_tabs_callback():
+            for blocks, title, elem_id in extension_tabs:
                 with gr.Tab(title, id=elem_id):
                     blocks.render()
             with gr.Tab("Extensions", id="extensions"):

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.abc
+import re
 import sys
 from types import ModuleType
 
@@ -21,8 +22,17 @@ class _MissingModuleFinder(importlib.abc.MetaPathFinder):
     def find_spec(self, fullname, path=None, target=None):  # noqa: ANN001, ANN201 - importlib's protocol
         if fullname.startswith("modules.") and fullname.count(".") == 1:
             raise ModuleNotFoundError(f"No module named {fullname!r} ({NOTE})", name=fullname)
+        if fullname in A1111_REPOSITORIES:
+            raise ModuleNotFoundError(f"No module named {fullname!r} ({A1111_REPOSITORIES[fullname]})", name=fullname)
         return None
 
+
+# Code A1111 clones next to itself (its "repositories") and extensions import for model internals.
+A1111_REPOSITORIES = {
+    "k_diffusion": "A1111's k-diffusion samplers; this web UI samples with diffusers schedulers",
+    "ldm": "A1111's original Stable Diffusion model code; this web UI runs models through diffusers",
+    "sgm": "A1111's SDXL model code (generative-models); this web UI runs models through diffusers",
+}
 
 _finder = _MissingModuleFinder()
 
@@ -49,3 +59,16 @@ def install_package_getattr(package: ModuleType) -> None:
             raise ImportError(f"cannot import name {name!r} from {package.__name__!r}: {e}", name=name) from None
 
     package.__getattr__ = __getattr__
+
+
+_CANNOT_IMPORT = re.compile(r"cannot import name '([^']+)' from '((?:modules(?:\.\w+)*)|launch)'")
+
+
+def describe(exc: BaseException) -> str:
+    """``exc`` as an extension's failure report shows it. Python's ``from modules.x import name`` error drops the
+    module's own message, so an A1111 name missing from one of the app's modules is named here again."""
+    text = f"{type(exc).__name__}: {exc}"
+    match = _CANNOT_IMPORT.search(str(exc)) if isinstance(exc, ImportError) else None
+    if match and NOTE not in text:
+        text += f" ({NOTE})"
+    return text

@@ -53,7 +53,7 @@ def list_samplers() -> list[Any]:
 def get_infotext_names() -> list[str]:
     from modules.infotext import parse_generation_parameters
 
-    return list(parse_generation_parameters("x\nSteps: 1"))
+    return list(parse_generation_parameters("x\nSteps: 1, Sampler: Euler, Seed: 1"))
 
 
 def ui_reorder_categories() -> list[str]:
