@@ -41,6 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--extension-timeout", type=float, default=60.0,
                    help="seconds an extension's hook or callback may run before it is abandoned and its extension "
                         "switched off (0: no limit; a script's run() and ui() are never timed)")
+    p.add_argument("--allow-code", action="store_true",
+                   help="allow scripts that run Python code typed into the page (A1111's Custom code); never with "
+                        "--listen unless every user may run code on this machine")
     p.add_argument("--device", type=str, default=None, help="torch device (default: cuda if available, else cpu)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     return p

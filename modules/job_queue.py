@@ -75,6 +75,7 @@ class JobOutput:
     value: Any = None
     infotext: str = ""
     files: list[str] = field(default_factory=list)
+    notes: str = ""     # what went wrong without stopping the job (an always-on script that failed): the history's error
 
 
 JobFn = Callable[[JobState], JobOutput]
@@ -379,6 +380,7 @@ class JobQueue:
         job.finished = time.time()
         if error is None:
             job.status = JobStatus.INTERRUPTED if job.state.interrupted else JobStatus.DONE
+            job.error = output.notes or None
         else:
             job.status, job.error = JobStatus.FAILED, f"{type(error).__name__}: {error}"
         files = list(output.files) + [f for f in job.saved_files if f not in output.files]

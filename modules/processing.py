@@ -55,8 +55,14 @@ create_infotext = infotext.create_infotext   # A1111 name: processing.create_inf
 
 
 def fix_seed(p: "StableDiffusionProcessing") -> None:
-    """Replace a random seed (-1) by the one the job will use, so a script can reuse it (A1111's ``fix_seed``)."""
-    p.seed, p.subseed = rng.fixed_seed(p.seed), rng.fixed_seed(p.subseed)
+    """Replace a random seed (-1) by the one the job will use, so a script can reuse it (A1111's ``fix_seed``); a
+    list of seeds (one per image) is kept as it is."""
+    p.seed = p.seed if isinstance(p.seed, list) else rng.fixed_seed(p.seed)
+    p.subseed = p.subseed if isinstance(p.subseed, list) else rng.fixed_seed(p.subseed)
+
+
+def _first(seed: int | list[int]) -> int:
+    return int(seed[0]) if isinstance(seed, list) and seed else int(seed)
 
 
 def setup_color_correction(image: Image.Image) -> np.ndarray:
@@ -219,14 +225,15 @@ class StableDiffusionProcessing(BaseModel):
         n = self.batch_size * self.n_iter
         self.all_prompts = _expand(self.prompt, n)
         self.all_negative_prompts = _expand(self.negative_prompt, n)
-        seeds = self.seed if isinstance(self.seed, list) else None  # A1111: a list gives each image its seed
-        if seeds is not None and len(seeds) != n:
-            raise GenerationError(f"seed list has {len(seeds)} entries, expected batch_size*n_iter = {n}")
-        self.seed = rng.fixed_seed(seeds[0] if seeds else self.seed)
-        self.subseed = rng.fixed_seed(self.subseed)
-        self.all_seeds, self.all_subseeds = rng.job_seeds(self.seed, self.subseed, self.subseed_strength, n)
-        if seeds is not None:
-            self.all_seeds = [self.seed, *(rng.fixed_seed(s) for s in seeds[1:])]
+        fix_seed(self)
+        self.all_seeds, self.all_subseeds = rng.job_seeds(_first(self.seed), _first(self.subseed),
+                                                          self.subseed_strength, n)
+        # A1111: a script may give one seed per image (prompt matrix does) instead of the first one.
+        for name, value in (("seed", self.seed), ("subseed", self.subseed)):
+            if isinstance(value, list):
+                if len(value) < n:
+                    raise GenerationError(f"{name}: {len(value)} seeds for {n} images")
+                setattr(self, f"all_{name}s", [int(v) for v in value[:n]])
         self.clip_skip = self.effective_clip_skip()
 
     def effective_clip_skip(self) -> int:

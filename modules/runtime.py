@@ -171,7 +171,7 @@ class Runtime:
 
         def job(state: JobState) -> JobOutput:
             processed = self.run(p, state)
-            return JobOutput(value=processed, infotext=processed.info, files=processed.files)
+            return JobOutput(value=processed, infotext=processed.info, files=processed.files, notes=processed.comments)
 
         params = p.model_dump(mode="json", exclude={"init_images", "mask"})
         return self.queue.submit(kind, params, job, task_id=task_id)

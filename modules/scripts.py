@@ -215,15 +215,19 @@ class ScriptRunner:
         self.tabname = "img2img" if is_img2img else "txt2img"
         self.scripts: list[Script] = []
         self.titles: dict[Script, str] = {}
+        self.hidden_titles: set[str] = set()     # lower-cased titles of the scripts that hid themselves on this tab
         for script in scripts:
             if script.source is None:
                 script.source = extensions.script_file_for(Path(inspect.getfile(type(script))))
             script.is_img2img, script.is_txt2img, script.tabname = is_img2img, not is_img2img, self.tabname
             visible = self._call(script, "show", script.show, is_img2img)
-            title = self._call(script, "title", script.title) if visible else None
-            if title is not None:
-                script.name, script.alwayson = str(title).lower(), visible is AlwaysVisible
-                self.titles[script] = str(title)
+            title = self._call(script, "title", script.title) if script.source.active else None
+            if title is not None and not visible:
+                self.hidden_titles.add(str(title).lower())
+            elif title is not None:
+                title = self._unique_title(str(title), script)
+                script.name, script.alwayson = title.lower(), visible is AlwaysVisible
+                self.titles[script] = title
                 self.scripts.append(script)
         self.alwayson_scripts = [s for s in self.scripts if s.alwayson]
         self.selectable_scripts = [s for s in self.scripts if not s.alwayson]
@@ -232,6 +236,18 @@ class ScriptRunner:
         self.paste_field_names: list[str] = []
         self._defaults: list[Any] | None = None
         self._layout_lock = threading.Lock()
+
+    def _unique_title(self, title: str, script: Script) -> str:
+        """``title``, or, when an earlier script of this tab has it (an extension's copy of a built-in script, such as
+        A1111's own X/Y/Z plot), ``"<title> (<extension>)"``: each stays reachable by its own title, and the first
+        one (the built-in) keeps the name API clients use."""
+        taken = {t.lower() for t in self.titles.values()}
+        candidate, n = title, 1
+        while candidate.lower() in taken:
+            n += 1
+            suffix = script.source.extension.name if n == 2 else f"{script.source.extension.name} {n - 1}"
+            candidate = f"{title} ({suffix})"
+        return candidate
 
     # -- containment ------------------------------------------------------------------------------------------------
     def _call(self, script: Script, hook: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
@@ -482,6 +498,9 @@ class ScriptRunner:
             kind = "an always-on script: pass it in alwayson_scripts" if field == "script_name" else \
                 "a selectable script: pass it as script_name"
             raise ValueError(f"{field}: script {name!r} is {kind}")
+        if key in self.hidden_titles:
+            hint = " (Custom code runs only when the app is started with --allow-code)" if key == "custom code" else ""
+            raise ValueError(f"{field}: script {name!r} is loaded but not available on {self.tabname}{hint}")
         known = ", ".join(repr(s.name) for s in self._active(candidates)) or "none"
         raise ValueError(f"{field}: script {name!r} not found on {self.tabname}; available: {known}")
 

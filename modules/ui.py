@@ -312,14 +312,19 @@ def _number(value: float) -> int | float:
     return int(value) if value.is_integer() else value
 
 
-def token_counter(runtime: Runtime, text: str, styles: list[str] | None = None, *, negative: bool = False) -> str:
+def token_counter(runtime: Runtime, text: str, styles: list[str] | None = None, *, negative: bool = False,
+                  steps: int = 20) -> str:
     """A1111's "count/target" for a prompt as it will be encoded: the selected styles applied, extra-network tags
-    (``<lora:...>``) removed, textual-inversion embeddings counted by their vectors."""
+    (``<lora:...>``) removed, textual-inversion embeddings counted by their vectors. Extensions'
+    ``on_before_token_counter`` callbacks may change the text first (a wildcard extension expands its syntax)."""
     from modules import conditioning, extra_networks
 
     model = runtime.models.current
     if model is None:
         return "?/75"
+    params = script_callbacks.BeforeTokenCounterParams(text or "", steps, list(styles or []), not negative)
+    script_callbacks.before_token_counter_callback(params)
+    text, styles = params.prompt, params.styles
     try:
         database = runtime.prompt_styles
         apply_styles = database.apply_negative_styles_to_prompt if negative else database.apply_styles_to_prompt
@@ -765,6 +770,7 @@ def settings_tab(runtime: Runtime) -> Any:
 # the page
 # ---------------------------------------------------------------------------------------------------------------------
 def create_ui(runtime: Runtime) -> gr.Blocks:
+    script_callbacks.before_ui_callback()
     samplers, schedulers = sampler_choices()
     current = runtime.models.current
     native = getattr(current, "native_size", None) or 512

@@ -244,7 +244,8 @@ class Api:
                         opts.sd_model_checkpoint = models.current.sd_checkpoint_info.title
                     else:
                         opts.set(key, value)
-            return JobOutput(value=(processed, info), infotext=processed.info, files=list(processed.files))
+            return JobOutput(value=(processed, info), infotext=processed.info, files=list(processed.files),
+                             notes=processed.comments)
 
         return run
 
