@@ -202,6 +202,7 @@ def test_switching_checkpoints_and_a_broken_one_keeps_the_previous(page):
     pick_checkpoint(page, "sd1-copy.safetensors")
     page.wait_for_function("document.querySelector('#sd_checkpoint_status').innerText.includes('Loaded sd1-copy')",
                            timeout=60000)
+    page.wait_for_function("opts.sd_model_checkpoint.startsWith('sd1-copy.safetensors')", timeout=10000)  # page opts
     pick_checkpoint(page, "broken.safetensors")
     page.wait_for_selector("#sd_checkpoint_status .error-box", timeout=60000)
     assert "broken.safetensors" in page.inner_text("#sd_checkpoint_status")
