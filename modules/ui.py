@@ -798,7 +798,7 @@ def create_ui(runtime: Runtime) -> gr.Blocks:
             runtime.models.refresh()
             return gr.update(choices=checkpoint_choices(runtime))
 
-        ckpt.input(change_checkpoint, ckpt, [ckpt, ckpt_status], concurrency_limit=1)
+        checkpoint_changed = ckpt.input(change_checkpoint, ckpt, [ckpt, ckpt_status], concurrency_limit=1)
         refresh.click(refresh_checkpoints, None, ckpt, queue=False)
 
         with gr.Tabs(elem_id="tabs") as tabs:
@@ -830,8 +830,9 @@ def create_ui(runtime: Runtime) -> gr.Blocks:
         # every setting as JSON for the page's `opts` (javascript/webui.js reads it), made after the Settings tab
         # so that the options extensions add there are in it; filled again on each page load and after Apply
         settings_json = gr.Textbox(lambda: page.options_json(runtime.opts), visible="hidden", elem_id="settings_json")
-        settings_applied.then(lambda: page.options_json(runtime.opts), None, settings_json, queue=False,
-                              show_progress="hidden")
+        for changed in (settings_applied, checkpoint_changed):
+            changed.then(lambda: page.options_json(runtime.opts), None, settings_json, queue=False,
+                         show_progress="hidden")
 
         # send-to buttons and PNG Info paste
         def first_image(gallery):

@@ -54,9 +54,24 @@ def running_app(data_dir: Path, log: Path, *args: str):
         print("--- server log ---\n" + log.read_text()[-3000:])
 
 
+def tiny_model_data_dir(tmp_path_factory, tiny_models_dir: Path, tiny_configs_dir: Path, name: str) -> Path:
+    """A fresh data dir holding the tiny SD1 checkpoint (its architecture config beside it in configs/)."""
+    data_dir = tmp_path_factory.mktemp(name)
+    ckpt_dir = data_dir / "models" / "Stable-diffusion"
+    ckpt_dir.mkdir(parents=True)
+    shutil.copy(tiny_models_dir / "models" / "Stable-diffusion" / "sd1.safetensors", ckpt_dir)
+    shutil.copytree(tiny_configs_dir, data_dir / "configs")
+    return data_dir
+
+
+def server_log(tmp_path_factory) -> Path:
+    return Path(os.environ.get("BROWSER_TEST_SERVER_LOG") or tmp_path_factory.mktemp("server") / "server.log")
+
+
 @contextmanager
 def browser_page(url: str):
-    """Chromium showing ``url`` once the page and its extension API are loaded (every tab built, opts read)."""
+    """Chromium showing ``url`` once the page and its extension API are loaded (every tab built, opts read) and the
+    model too (the page then switches to its native size, 64 px)."""
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
@@ -67,6 +82,8 @@ def browser_page(url: str):
         page.goto(url)
         page.wait_for_selector("#txt2img_prompt textarea", timeout=30000)
         page.wait_for_function("window.webuiPage && webuiPage.uiLoaded", timeout=30000)
+        page.wait_for_function("document.querySelector('#txt2img_width input[type=number]').value === '64'",
+                               timeout=60000)
         try:
             yield page
         finally:
@@ -75,25 +92,18 @@ def browser_page(url: str):
 
 @pytest.fixture(scope="module")
 def server(tiny_models_dir, tiny_configs_dir, tmp_path_factory):
-    """The app on a data dir holding the tiny SD1 checkpoint (its architecture config beside it in configs/)."""
-    data_dir = tmp_path_factory.mktemp("browser-data")
+    """The app on a data dir holding the tiny SD1 checkpoint, a copy of it and a broken one."""
+    data_dir = tiny_model_data_dir(tmp_path_factory, tiny_models_dir, tiny_configs_dir, "browser-data")
     ckpt_dir = data_dir / "models" / "Stable-diffusion"
-    ckpt_dir.mkdir(parents=True)
-    shutil.copy(tiny_models_dir / "models" / "Stable-diffusion" / "sd1.safetensors", ckpt_dir)
     shutil.copy(ckpt_dir / "sd1.safetensors", ckpt_dir / "sd1-copy.safetensors")
     (ckpt_dir / "broken.safetensors").write_bytes((ckpt_dir / "sd1.safetensors").read_bytes()[:5000])
-    shutil.copytree(tiny_configs_dir, data_dir / "configs")
-    log = Path(os.environ.get("BROWSER_TEST_SERVER_LOG") or tmp_path_factory.mktemp("server") / "server.log")
-    with running_app(data_dir, log) as url:
+    with running_app(data_dir, server_log(tmp_path_factory)) as url:
         yield SimpleNamespace(url=url, data_dir=data_dir)
 
 
 @pytest.fixture(scope="module")
 def page(server):
     with browser_page(server.url) as page:
-        # the model loads after the server is up; the page then switches to its native size (64 px)
-        page.wait_for_function("document.querySelector('#txt2img_width input[type=number]').value === '64'",
-                               timeout=60000)
         yield page
 
 
@@ -192,6 +202,7 @@ def test_switching_checkpoints_and_a_broken_one_keeps_the_previous(page):
     pick_checkpoint(page, "sd1-copy.safetensors")
     page.wait_for_function("document.querySelector('#sd_checkpoint_status').innerText.includes('Loaded sd1-copy')",
                            timeout=60000)
+    page.wait_for_function("opts.sd_model_checkpoint.startsWith('sd1-copy.safetensors')", timeout=10000)  # page opts
     pick_checkpoint(page, "broken.safetensors")
     page.wait_for_selector("#sd_checkpoint_status .error-box", timeout=60000)
     assert "broken.safetensors" in page.inner_text("#sd_checkpoint_status")

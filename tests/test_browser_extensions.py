@@ -3,24 +3,18 @@ settings, its JavaScript reads `opts`, waits for onUiLoaded and completes tags i
 extension that exercises the page's JavaScript API, its element ids, style.css, .mjs and /file=."""
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
 import textwrap
-import time
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 
-from tests.test_browser import CHROMIUM, browser_page, running_app
+from tests.test_browser import CHROMIUM, browser_page, running_app, server_log, tiny_model_data_dir
+from tests.third_party import A1111_EXTENSIONS, install_extension
 
 pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed")
-# ../shared/third-party beside the repository (a worktree elsewhere falls back to the workplace's copy)
-THIRD_PARTY = next((p for p in (Path(__file__).resolve().parents[2] / "shared" / "third-party" / "a1111-extensions",
-                                Path("/work/shared/third-party/a1111-extensions")) if p.is_dir()),
-                   Path("../shared/third-party/a1111-extensions"))
-TAGCOMPLETE = THIRD_PARTY / "a1111-sd-webui-tagcomplete"
+TAGCOMPLETE = "a1111-sd-webui-tagcomplete"
 
 PROBE_JS = """
 window.probe = {loaded: 0, optsAtLoad: null, tabChanges: 0, optionsChanged: 0, available: 0, afterUpdates: 0};
@@ -52,15 +46,11 @@ script_callbacks.on_app_started(routes)
 
 @pytest.fixture(scope="module")
 def server(tiny_models_dir, tiny_configs_dir, tmp_path_factory):
-    if not TAGCOMPLETE.is_dir():
-        pytest.skip(f"the third-party test data is not at {THIRD_PARTY}")
-    data_dir = tmp_path_factory.mktemp("extensions-browser-data")
-    ckpt_dir = data_dir / "models" / "Stable-diffusion"
-    ckpt_dir.mkdir(parents=True)
-    shutil.copy(tiny_models_dir / "models" / "Stable-diffusion" / "sd1.safetensors", ckpt_dir)
-    shutil.copytree(tiny_configs_dir, data_dir / "configs")
+    if not (A1111_EXTENSIONS / TAGCOMPLETE).is_dir():
+        pytest.skip(f"the third-party test data is not at {A1111_EXTENSIONS}")
+    data_dir = tiny_model_data_dir(tmp_path_factory, tiny_models_dir, tiny_configs_dir, "extensions-browser-data")
     extensions_dir = data_dir / "extensions"
-    shutil.copytree(TAGCOMPLETE, extensions_dir / TAGCOMPLETE.name)
+    install_extension(TAGCOMPLETE, extensions_dir)
     probe = extensions_dir / "probe"
     for relative, text in {"javascript/probe.js": PROBE_JS, "javascript/later.mjs": "window.probeModule = true;\n",
                            "scripts/probe.py": PROBE_PY, "data/hello.txt": "file route works",
@@ -69,16 +59,13 @@ def server(tiny_models_dir, tiny_configs_dir, tmp_path_factory):
         (probe / relative).parent.mkdir(parents=True, exist_ok=True)
         (probe / relative).write_text(textwrap.dedent(text))
     (data_dir / "config.json").write_text('{"localization": "probe-de"}')
-    log = Path(os.environ.get("BROWSER_TEST_SERVER_LOG") or tmp_path_factory.mktemp("server") / "server.log")
-    with running_app(data_dir, log) as url:
+    with running_app(data_dir, server_log(tmp_path_factory)) as url:
         yield SimpleNamespace(url=url, data_dir=data_dir)
 
 
 @pytest.fixture(scope="module")
 def page(server):
-    with browser_page(server.url) as page:
-        page.wait_for_function("document.querySelector('#txt2img_width input[type=number]').value === '64'",
-                               timeout=60000)   # the model is loaded: the token counter counts
+    with browser_page(server.url) as page:   # the model is loaded: the token counter counts
         yield page
 
 
@@ -158,7 +145,6 @@ def test_opts_follow_apply_settings(page, server):
     page.wait_for_function("opts.samples_save === false", timeout=15000)
     assert page.evaluate("probe.optionsChanged") > before
     page.click("button[role=tab]:has-text('txt2img')")
-    time.sleep(0.2)
 
 
 def test_extensions_tab_installs_from_a_git_url(page, server, tmp_path):
