@@ -15,24 +15,9 @@ from fastapi.testclient import TestClient
 from PIL import Image, PngImagePlugin
 
 from modules.api import create_api_app
-from modules.api import models as api_models
-from tests.test_api import API, SMALL, builtin_scripts, make_runtime, png_b64  # noqa: F401 - fixture
+from tests.test_api import API, SMALL, builtin_scripts, client, make_runtime, runtime  # noqa: F401 - fixtures
 
 JSON = {"content-type": "application/json"}
-
-
-@pytest.fixture
-def runtime(tmp_path):
-    rt = make_runtime(tmp_path)
-    yield rt
-    rt.queue.close()
-
-
-@pytest.fixture
-def client(runtime):
-    with TestClient(create_api_app(runtime)) as c:
-        yield c
-        runtime.queue.close()
 
 
 def raw_post(client: TestClient, route: str, text: str):
