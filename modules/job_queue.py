@@ -41,7 +41,7 @@ DEFAULT_MAX_PENDING = 100
 WATCHDOG_INTERVAL = 1.0
 INTERRUPTED_BY_RESTART = "interrupted by restart"
 _TASK_ID_ALPHABET = string.ascii_uppercase + string.digits
-_SURROGATE = re.compile("[\ud800-\udfff]")
+LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 class JobStatus(str, enum.Enum):
@@ -430,7 +430,7 @@ def _png_data_url(image: Any) -> str:
 def valid_text(value: Any) -> Any:
     """``value`` with every string (dict keys too, at any depth) made valid UTF-8: lone surrogates become U+FFFD."""
     if isinstance(value, str):
-        return _SURROGATE.sub("\ufffd", value)
+        return LONE_SURROGATE.sub("\ufffd", value)
     if isinstance(value, dict):
         return {valid_text(k): valid_text(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):

@@ -8,7 +8,6 @@ surrogates such as ``"\\ud800"`` (valid JSON escapes, but not valid Unicode text
 from __future__ import annotations
 
 import json
-import re
 from typing import Any, Callable, Coroutine
 
 from fastapi import HTTPException, Request, Response
@@ -18,7 +17,7 @@ from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from starlette.concurrency import run_in_threadpool
 
-_SURROGATE = re.compile("[\ud800-\udfff]")
+from modules.job_queue import LONE_SURROGATE
 
 
 def _error(loc: list[Any], msg: str, kind: str) -> HTTPException:
@@ -47,11 +46,11 @@ def find_lone_surrogate(value: Any) -> list[Any] | None:
     while stack:
         path, item = stack.pop()
         if isinstance(item, str):
-            if _SURROGATE.search(item):
+            if LONE_SURROGATE.search(item):
                 return path
         elif isinstance(item, dict):
             for key, child in item.items():
-                if _SURROGATE.search(key):
+                if LONE_SURROGATE.search(key):
                     return [*path, key.encode("utf-8", "backslashreplace").decode()]
                 stack.append(([*path, key], child))
         elif isinstance(item, list):
