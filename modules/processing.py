@@ -546,10 +546,15 @@ def _process(p: StableDiffusionProcessing) -> Processed:
             t = time.perf_counter()
             latents = p.sample_batch(model, conds, unconds, seeds, subseeds)
             timings["sampling"] += time.perf_counter() - t
-            if state.skipped and not state.interrupted:
+            if state.interrupted:
+                break  # its sampling did not finish: a half-denoised batch is neither decoded nor kept
+            if state.skipped:
                 state.skipped = False
             t = time.perf_counter()
-            decoded = decode_latents(model, latents)
+            try:
+                decoded = decode_latents(model, latents, state)
+            except DecodeInterrupted:
+                break
             timings["decode"] += time.perf_counter() - t
             _run_hook(p, "postprocess_batch", batch_number=n, images=decoded)
             t = time.perf_counter()
@@ -797,10 +802,45 @@ def encode_images(model: Any, pictures: list[Image.Image]) -> torch.Tensor:
     return (latents - shift) * model.vae.config.scaling_factor
 
 
-def decode_latents(model: Any, latents: torch.Tensor) -> list[Image.Image]:
-    shift = getattr(model.vae.config, "shift_factor", None) or 0.0
-    x = model.vae.decode(latents.to(model.vae.dtype) / model.vae.config.scaling_factor + shift).sample
-    return to_pil(x)
+class DecodeInterrupted(Exception):
+    """The job was interrupted during a VAE decode: the decode stopped, its images are incomplete."""
+
+
+DECODE_TILE = 64
+"""Latents larger than DECODE_TILE² × 4 (SD above 1024², the 64-px default model above 256²) are decoded in
+overlapping DECODE_TILE² tiles (diffusers' tiled decode): the VAE's attention grows with the square of the latent
+area, so a whole 1024² decode of the default model took minutes and all its memory; tiles keep it linear."""
+
+
+def decode_latents(model: Any, latents: torch.Tensor, state: JobState | None = None) -> list[Image.Image]:
+    """Latents -> pictures. With the job's ``state`` the decode stops (``DecodeInterrupted``) within one VAE block or
+    tile of an interrupt: the batch is decoded one image at a time and every decoder block checks first."""
+    vae = model.vae
+    shift = getattr(vae.config, "shift_factor", None) or 0.0
+    latents = latents.to(vae.dtype) / vae.config.scaling_factor + shift
+
+    def check(*_: Any) -> None:
+        if state is not None and state.interrupted:
+            raise DecodeInterrupted
+
+    tiled = latents.shape[-1] * latents.shape[-2] > 4 * DECODE_TILE**2 and hasattr(vae, "tile_latent_min_size")
+    if tiled:
+        tiling = vae.use_tiling, vae.tile_latent_min_size, vae.tile_sample_min_size
+        vae.use_tiling, vae.tile_latent_min_size = True, DECODE_TILE
+        vae.tile_sample_min_size = DECODE_TILE * model.vae_scale_factor
+    blocks = [m for m in vae.decoder.modules() if type(m).__name__.endswith(("Block2D", "Upsample2D"))]
+    hooks = [m.register_forward_pre_hook(check) for m in blocks] if state is not None else []
+    try:
+        pictures = []
+        for batch in latents.split(1 if state is not None else len(latents)):
+            check()
+            pictures += to_pil(vae.decode(batch).sample)
+        return pictures
+    finally:
+        if tiled:
+            vae.use_tiling, vae.tile_latent_min_size, vae.tile_sample_min_size = tiling
+        for hook in hooks:
+            hook.remove()
 
 
 def to_pil(x: torch.Tensor) -> list[Image.Image]:
