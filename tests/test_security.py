@@ -464,3 +464,40 @@ def wait_for(predicate, timeout: float = 120.0) -> None:
     deadline = time.monotonic() + timeout
     while not predicate() and time.monotonic() < deadline:
         time.sleep(0.01)
+
+
+# -- memory comes back after a failure ------------------------------------------------------------------------------------
+def test_a_failed_job_frees_what_it_held(tiny_sd1_model, tmp_path, monkeypatch):
+    """An out-of-memory error left RSS at 8 GB: the error's traceback kept the job's tensors alive, and the next job
+    failed too. Now the failed job's frames are cleared before the error leaves the worker."""
+    import gc
+    import weakref
+
+    import torch
+
+    from modules import processing
+    from modules.options import Options
+    from modules.paths import Paths
+    from modules.processing import StableDiffusionProcessingTxt2Img
+    from modules.progress import JobState
+    from modules.runtime import Runtime
+
+    held = []
+
+    def exhausting_denoise(*args, **kwargs):
+        activations = torch.ones(64, 1024, 1024)    # 256 MB that only this frame refers to
+        held.append(weakref.ref(activations))
+        raise RuntimeError("CPU out of memory (simulated)")
+
+    monkeypatch.setattr(processing, "cfg_denoise", exhausting_denoise)
+    paths = Paths.from_args(data_dir=tmp_path)
+    paths.ensure()
+    models = type("Models", (), {"current": tiny_sd1_model})()
+    runtime = Runtime(args=cmd_args.parse_args([]), paths=paths, opts=Options(samples_save=False), models=models)
+    p = StableDiffusionProcessingTxt2Img(prompt="a red circle", steps=2, width=64, height=64)
+    with pytest.raises(RuntimeError, match="out of memory") as failure:
+        runtime.run(p, JobState())
+    kept_error = failure.value                      # as the job's future keeps it
+    gc.collect()
+    assert held and held[0]() is None, "the tensor was freed although the error is still referenced"
+    assert kept_error.__traceback__ is not None     # the traceback (its lines) is still there for the log
