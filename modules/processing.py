@@ -769,7 +769,10 @@ def _process(p: StableDiffusionProcessing) -> Processed:
             if state.skipped and not state.interrupted:
                 state.skipped = False
             t = time.perf_counter()
-            decoded = decode_to_tensor(model, latents)
+            try:
+                decoded = decode_to_tensor(model, latents, state)
+            except DecodeInterrupted:
+                break  # interrupted while decoding: the batch's pictures are incomplete, nothing kept
             timings["decode"] += time.perf_counter() - t
             if p.scripts is not None:
                 decoded = p.scripts.postprocess_batches(p, decoded, batch_number=n)
@@ -1103,15 +1106,51 @@ def encode_images(model: Any, pictures: list[Image.Image]) -> torch.Tensor:
     return (latents - shift) * model.vae.config.scaling_factor
 
 
-def decode_latents(model: Any, latents: torch.Tensor) -> list[Image.Image]:
-    return to_pil(decode_to_tensor(model, latents) * 2 - 1)
+class DecodeInterrupted(Exception):
+    """The job was interrupted during a VAE decode: the decode stopped, its images are incomplete."""
 
 
-def decode_to_tensor(model: Any, latents: torch.Tensor) -> torch.Tensor:
-    """Latents -> pixels as A1111's scripts see a batch: ``[B, 3, H, W]`` float in 0..1."""
-    shift = getattr(model.vae.config, "shift_factor", None) or 0.0
-    x = model.vae.decode(latents.to(model.vae.dtype) / model.vae.config.scaling_factor + shift).sample
-    return ((x.float() + 1) / 2).clamp(0, 1)
+DECODE_TILE = 64
+"""Latents larger than DECODE_TILE² × 4 (SD above 1024², the 64-px default model above 256²) are decoded in
+overlapping DECODE_TILE² tiles (diffusers' tiled decode): the VAE's attention grows with the square of the latent
+area, so a whole 1024² decode of the default model took minutes and all its memory; tiles keep it linear."""
+
+
+def decode_latents(model: Any, latents: torch.Tensor, state: JobState | None = None) -> list[Image.Image]:
+    """Latents -> pictures (see ``decode_to_tensor``)."""
+    return to_pil(decode_to_tensor(model, latents, state) * 2 - 1)
+
+
+def decode_to_tensor(model: Any, latents: torch.Tensor, state: JobState | None = None) -> torch.Tensor:
+    """Latents -> pixels as A1111's scripts see a batch: ``[B, 3, H, W]`` float in 0..1. With the job's ``state`` the
+    decode stops (``DecodeInterrupted``) within one VAE block or tile of an interrupt: the batch is decoded one image
+    at a time and every decoder block checks first."""
+    vae = model.vae
+    shift = getattr(vae.config, "shift_factor", None) or 0.0
+    latents = latents.to(vae.dtype) / vae.config.scaling_factor + shift
+
+    def check(*_: Any) -> None:
+        if state is not None and state.interrupted:
+            raise DecodeInterrupted
+
+    tiled = latents.shape[-1] * latents.shape[-2] > 4 * DECODE_TILE**2 and hasattr(vae, "tile_latent_min_size")
+    if tiled:
+        tiling = vae.use_tiling, vae.tile_latent_min_size, vae.tile_sample_min_size
+        vae.use_tiling, vae.tile_latent_min_size = True, DECODE_TILE
+        vae.tile_sample_min_size = DECODE_TILE * model.vae_scale_factor
+    blocks = [m for m in vae.decoder.modules() if type(m).__name__.endswith(("Block2D", "Upsample2D"))]
+    hooks = [m.register_forward_pre_hook(check) for m in blocks] if state is not None else []
+    try:
+        pixels = []
+        for batch in latents.split(1 if state is not None else len(latents)):
+            check()
+            pixels.append(vae.decode(batch).sample)
+        return ((torch.cat(pixels).float() + 1) / 2).clamp(0, 1)
+    finally:
+        if tiled:
+            vae.use_tiling, vae.tile_latent_min_size, vae.tile_sample_min_size = tiling
+        for hook in hooks:
+            hook.remove()
 
 
 def to_pil(x: torch.Tensor) -> list[Image.Image]:

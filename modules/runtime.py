@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 import threading
 from collections.abc import Collection
 from dataclasses import dataclass, field
@@ -163,7 +164,31 @@ class Runtime:
 
         self.state = state
         self.prepare(p, state, native_size)
-        return scripts.process_with_scripts(p)
+        try:
+            return scripts.process_with_scripts(p)
+        except BaseException as e:
+            release_memory(e)
+            raise
+
+
+def release_memory(error: BaseException) -> None:
+    """After a failed job (out of memory above all): free what its frames held, now rather than when the error is
+    forgotten. The traceback keeps every frame's locals (latents, activations, decoded images) alive for as long as the
+    job's future holds the error; its frames are cleared (the lines stay for the log), then the garbage collector runs
+    and free memory is handed back to the system (CUDA cache, glibc heap)."""
+    import ctypes
+    import gc
+    import traceback
+
+    traceback.clear_frames(error.__traceback__)
+    gc.collect()
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass
 
     def submit(self, kind: str, p: Any, task_id: str | None = None) -> Any:
         """Queue a generation job; returns the queue's ``Job`` (its ``result().value`` is the ``Processed``)."""

@@ -69,7 +69,7 @@ def test_random_seed_is_reported(tiny_sd1_model, opts):
     assert f"Seed: {out.all_seeds[0]}" in out.infotexts[out.index_of_first_image]
 
 
-def test_interrupt_stops_within_a_step(tiny_sd1_model, opts):
+def test_interrupt_stops_within_a_step_and_keeps_no_half_finished_image(tiny_sd1_model, opts):
     calls = []
     handle = tiny_sd1_model.unet.register_forward_hook(lambda *a: calls.append(1))
 
@@ -86,6 +86,18 @@ def test_interrupt_stops_within_a_step(tiny_sd1_model, opts):
     assert out.interrupted
     assert len(calls) == 3          # three UNet calls, then it stopped: no further batches either
     assert out.images == [] and out.files == []  # the half-denoised image is neither returned nor saved as done
+
+
+def test_an_interrupt_keeps_the_batches_that_were_complete(tiny_sd1_model, opts):
+    class InterruptInBatch2(JobState):
+        def __setattr__(self, name, value):
+            super().__setattr__(name, value)
+            if name == "sampling_step" and value == 2 and self.job_no == 1:
+                self.interrupt()
+
+    out = run(tiny_sd1_model, opts, steps=4, n_iter=3, state=InterruptInBatch2())
+    assert out.interrupted and len(out.images) == 1 and len(out.infotexts) == 1
+    assert out.images[0].getextrema() != ((0, 0), (0, 0), (0, 0))
 
 
 def test_skip_abandons_current_batch_and_continues(tiny_sd1_model, opts):

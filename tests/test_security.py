@@ -427,3 +427,77 @@ def test_interrupt_and_cancel_stop_a_job_stuck_in_an_extension(ext_dir, tiny_sd1
             "stopped by the user, not by its own fault"
     finally:
         queue.close()
+
+
+# -- interrupt within a step at any size --------------------------------------------------------------------------------
+def test_an_interrupt_stops_a_large_vae_decode_within_seconds(tiny_sd1_model):
+    """1024² on the tiny checkpoint: the whole-image decode took 100 s (its attention is quadratic in the latent
+    area) and could not be stopped; now it is tiled, and an interrupt stops it within one block or tile."""
+    import torch
+
+    from modules.processing import DecodeInterrupted, decode_latents
+    from modules.progress import JobState
+
+    model, state = tiny_sd1_model, JobState()
+    latents = torch.randn(2, 4, 1024 // model.vae_scale_factor, 1024 // model.vae_scale_factor)
+    blocks = []
+    handle = model.vae.decoder.conv_in.register_forward_pre_hook(lambda *a: blocks.append(time.monotonic()))
+    interrupted_at = []
+    timer = threading.Thread(target=lambda: (wait_for(lambda: len(blocks) >= 3), time.sleep(0.2), state.interrupt(),
+                                             interrupted_at.append(time.monotonic())))
+    try:
+        timer.start()
+        with torch.inference_mode(), pytest.raises(DecodeInterrupted):
+            decode_latents(model, latents, state)
+        stopped = time.monotonic()
+    finally:
+        handle.remove()
+        timer.join()
+    assert stopped - interrupted_at[0] < 2.0, "stopped within 2 s of the interrupt"
+    assert not model.vae.use_tiling, "the model's own decode settings are restored"
+    with torch.inference_mode():
+        small = decode_latents(model, latents[:1, :, :16, :16], JobState())
+    assert small[0].size == (64, 64)
+
+
+def wait_for(predicate, timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate() and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
+# -- memory comes back after a failure ------------------------------------------------------------------------------------
+def test_a_failed_job_frees_what_it_held(tiny_sd1_model, tmp_path, monkeypatch):
+    """An out-of-memory error left RSS at 8 GB: the error's traceback kept the job's tensors alive, and the next job
+    failed too. Now the failed job's frames are cleared before the error leaves the worker."""
+    import gc
+    import weakref
+
+    import torch
+
+    from modules import processing
+    from modules.options import Options
+    from modules.paths import Paths
+    from modules.processing import StableDiffusionProcessingTxt2Img
+    from modules.progress import JobState
+    from modules.runtime import Runtime
+
+    held = []
+
+    def exhausting_denoise(*args, **kwargs):
+        activations = torch.ones(64, 1024, 1024)    # 256 MB that only this frame refers to
+        held.append(weakref.ref(activations))
+        raise RuntimeError("CPU out of memory (simulated)")
+
+    monkeypatch.setattr(processing, "cfg_denoise", exhausting_denoise)
+    paths = Paths.from_args(data_dir=tmp_path)
+    paths.ensure()
+    models = type("Models", (), {"current": tiny_sd1_model})()
+    runtime = Runtime(args=cmd_args.parse_args([]), paths=paths, opts=Options(samples_save=False), models=models)
+    p = StableDiffusionProcessingTxt2Img(prompt="a red circle", steps=2, width=64, height=64)
+    with pytest.raises(RuntimeError, match="out of memory") as failure:
+        runtime.run(p, JobState())
+    kept_error = failure.value                      # as the job's future keeps it
+    gc.collect()
+    assert held and held[0]() is None, "the tensor was freed although the error is still referenced"
+    assert kept_error.__traceback__ is not None     # the traceback (its lines) is still there for the log
