@@ -33,13 +33,16 @@ MIN_REQUESTS = 1000
 
 
 def explicit_examples() -> dict[str, dict[str, Any]]:
-    """One valid body per generation route, sent before the random ones (like hypothesis' ``@example``), so that
+    """One valid body per generation (and extras) route, sent before the random ones (like hypothesis' ``@example``), so that
     every generation route reaches the queue and the generation path on every run, whatever the random draw."""
     image = png_b64((64, 64), "red")
     return {
         "/sdapi/v1/txt2img": {"prompt": "explicit", "width": 64, "height": 64, "steps": 2},
         "/sdapi/v1/img2img": {"prompt": "explicit", "init_images": [image], "mask": png_b64((64, 64), "white"),
                               "width": 64, "height": 64, "steps": 2, "denoising_strength": 0.5},
+        "/sdapi/v1/extra-single-image": {"image": image, "upscaler_1": "Lanczos", "upscaling_resize": 2},
+        "/sdapi/v1/extra-batch-images": {"imageList": [{"data": image, "name": "a.png"}], "resize_mode": 1,
+                                         "upscaler_1": "Nearest", "upscaling_resize_w": 96, "upscaling_resize_h": 80},
     }
 
 
