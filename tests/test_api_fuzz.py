@@ -19,6 +19,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from hypothesis.errors import Unsatisfiable
 
+from modules import scripts
 from modules.api import create_api_app
 from modules.job_queue import JobStatus
 from modules.progress import JobState
@@ -84,6 +85,8 @@ def test_fuzz_the_openapi_schema_without_a_server_error(tmp_path, tiny_models_di
     statuses: Counter[int] = Counter()
     failures: list[str] = []
     examples = explicit_examples()
+    # The app imports gradio while loading scripts at start; here the Extras runner's first use would (seconds).
+    scripts.postprocessing_runner().create_args_for_run({})
     try:
         for result in schema.get_all_operations():
             operation = result.ok()
