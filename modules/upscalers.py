@@ -321,6 +321,10 @@ class UpscalerData:
     def model_name(self) -> str | None:
         return self.scaler.model_name
 
+    @property
+    def local_data_path(self) -> str | None:
+        return self.data_path
+
 
 def _scale_from_name(name: str) -> int:
     """A1111 guesses a model's factor from its file name ("4x-UltraSharp", "RealESRGAN_x2plus"); 4 otherwise."""

@@ -19,6 +19,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from hypothesis.errors import Unsatisfiable
 
+from modules import scripts
 from modules.api import create_api_app
 from modules.job_queue import JobStatus
 from modules.progress import JobState
@@ -33,13 +34,16 @@ MIN_REQUESTS = 1000
 
 
 def explicit_examples() -> dict[str, dict[str, Any]]:
-    """One valid body per generation route, sent before the random ones (like hypothesis' ``@example``), so that
+    """One valid body per generation (and extras) route, sent before the random ones (like hypothesis' ``@example``), so that
     every generation route reaches the queue and the generation path on every run, whatever the random draw."""
     image = png_b64((64, 64), "red")
     return {
         "/sdapi/v1/txt2img": {"prompt": "explicit", "width": 64, "height": 64, "steps": 2},
         "/sdapi/v1/img2img": {"prompt": "explicit", "init_images": [image], "mask": png_b64((64, 64), "white"),
                               "width": 64, "height": 64, "steps": 2, "denoising_strength": 0.5},
+        "/sdapi/v1/extra-single-image": {"image": image, "upscaler_1": "Lanczos", "upscaling_resize": 2},
+        "/sdapi/v1/extra-batch-images": {"imageList": [{"data": image, "name": "a.png"}], "resize_mode": 1,
+                                         "upscaler_1": "Nearest", "upscaling_resize_w": 96, "upscaling_resize_h": 80},
     }
 
 
@@ -81,6 +85,8 @@ def test_fuzz_the_openapi_schema_without_a_server_error(tmp_path, tiny_models_di
     statuses: Counter[int] = Counter()
     failures: list[str] = []
     examples = explicit_examples()
+    # The app imports gradio while loading scripts at start; here the Extras runner's first use would (seconds).
+    scripts.postprocessing_runner().create_args_for_run({})
     try:
         for result in schema.get_all_operations():
             operation = result.ok()
