@@ -137,7 +137,13 @@ def test_previews_off_and_every_n_steps_are_honoured(tiny_sd1_model):
     assert [s for s, _, _ in state.previews] == [1, 2, 3, 4, 5]
 
 
-def test_full_previews_are_real_decodes_made_off_the_sampling_thread(tiny_sd1_model, captured):
+@pytest.fixture
+def keep_last_frame(monkeypatch):
+    """The job's end normally drops a frame not yet decoded; on a loaded machine that can be every frame."""
+    monkeypatch.setattr(live_previews._decoder, "discard", lambda state: None)
+
+
+def test_full_previews_are_real_decodes_made_off_the_sampling_thread(tiny_sd1_model, captured, keep_last_frame):
     decoding_threads = []
     handle = tiny_sd1_model.vae.decoder.register_forward_hook(
         lambda *a: decoding_threads.append(threading.current_thread().name))
@@ -145,8 +151,7 @@ def test_full_previews_are_real_decodes_made_off_the_sampling_thread(tiny_sd1_mo
         state = Recording()
         run(tiny_sd1_model, Options(samples_save=False, show_progress_every_n_steps=1, show_progress_type="Full"),
             state=state, steps=8)
-        wait_for(lambda: not any(t.name == "live-preview" and t.is_alive() for t in threading.enumerate())
-                 or len(state.previews) >= 1)
+        wait_for(lambda: len(state.previews) >= 1)
         time.sleep(0.2)
     finally:
         handle.remove()
@@ -169,7 +174,7 @@ def _write_tiny_taesd(folder):
                     num_encoder_blocks=(1, 1, 1), num_decoder_blocks=(1, 1, 1)).save_pretrained(folder)
 
 
-def test_taesd_previews_use_the_tiny_autoencoder_from_vae_approx(tiny_sd1_model, captured, tmp_path):
+def test_taesd_previews_use_the_tiny_autoencoder_from_vae_approx(tiny_sd1_model, captured, tmp_path, keep_last_frame):
     _write_tiny_taesd(Paths.from_args(data_dir=tmp_path).vae_approx_dir / "taesd")
     state = Recording()
     run(tiny_sd1_model, Options(samples_save=False, show_progress_every_n_steps=2, show_progress_type="TAESD"),
