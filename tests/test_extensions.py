@@ -214,7 +214,8 @@ def test_hook_failure_mid_job_keeps_the_job_going(ext_dir, tiny_sd1_model):
 def test_disable_all_extensions_loads_only_builtins(ext_dir):
     write_extension(ext_dir, "hooks", RAISES_EVERYWHERE)
     scripts.load_scripts(ext_dir, disable_all_extensions=True)
-    assert [d.script_class.__name__ for d in scripts.scripts_data] == ["PromptMatrix", "PromptsFromFile", "XYZPlot"]
+    assert [d.script_class.__name__ for d in scripts.scripts_data] == [
+        "AttentionMaps", "PromptMatrix", "PromptToPrompt", "PromptsFromFile", "XYZPlot"]
     assert not script_callbacks.cfg_callbacks_active()
     assert extensions.api_list()[0]["enabled"] is False
 
