@@ -19,7 +19,7 @@ import torch
 from PIL import Image
 
 from modules import attention, extra_networks, infotext, scripts
-from modules.builtin_scripts._grid import GridAnnotation, annotate
+from modules.images import GridAnnotation, draw_grid_annotations
 from modules.processing import GenerationError, Processed, StableDiffusionProcessing
 
 INFOTEXT_KEY = "Attention map"
@@ -79,7 +79,7 @@ class AttentionMaps(scripts.Script):
         for index, (image, text) in enumerate(own):
             for caption, heat in word_maps(p, recorder, index, wanted, per_token, layers, notes):
                 overlay = heatmap_overlay(image, heat)
-                labelled = annotate(overlay, overlay.width, overlay.height, [[GridAnnotation(caption)]], [[]])
+                labelled = draw_grid_annotations(overlay, overlay.width, overlay.height, [[GridAnnotation(caption)]], [[]])
                 map_text = f"{text}, {INFOTEXT_KEY}: {infotext.quote(caption)}"
                 if p.opts.enable_pnginfo:
                     labelled.info["parameters"] = map_text

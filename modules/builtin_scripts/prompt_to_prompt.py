@@ -27,9 +27,9 @@ import gradio as gr
 import torch
 
 from modules import attention, extra_networks, prompt_parser, scripts
-from modules.builtin_scripts._common import copy_processing, fix_seed, own_images
-from modules.builtin_scripts._grid import GridAnnotation, annotate, compose
-from modules.processing import GenerationError, Processed, StableDiffusionProcessing, process_images
+from modules.builtin_scripts._common import copy_processing, own_images
+from modules.images import GridAnnotation, draw_grid_annotations, grid_with_margins
+from modules.processing import GenerationError, Processed, StableDiffusionProcessing, fix_seed, process_images
 
 MODES = ("Replace", "Refine", "Re-weight")
 BLEND_THRESHOLD = 0.3  # share of the blend words' peak attention inside the edited region (the paper's value)
@@ -73,7 +73,7 @@ class PromptToPrompt(scripts.Script):
         pictures, texts = own_images(processed)
         if len(pictures) < 2:
             return processed
-        pair = annotate(compose(pictures[:2], 2), pictures[0].width, pictures[0].height,
+        pair = draw_grid_annotations(grid_with_margins(pictures[:2], 2), pictures[0].width, pictures[0].height,
                         [[GridAnnotation("source")], [GridAnnotation("edited")]], [[]])
         if p.opts.enable_pnginfo:
             pair.info["parameters"] = texts[1]
