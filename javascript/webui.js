@@ -194,7 +194,8 @@ function get_tab_index(tabId) {
 }
 
 function webuiSelectTab(tabsId, tabId) {
-    const button = gradioApp().querySelector(`#${tabsId} > .tab-wrapper > [role=tablist] > button[data-tab-id="${tabId}"]`);
+    const tablist = `#${tabsId} > .tab-wrapper > [role=tablist]`;
+    const button = gradioApp().querySelector(`${tablist} > button[data-tab-id="${tabId}"]`);
     if (button) {
         button.click();
     } else {
