@@ -24,7 +24,14 @@ var optionsAvailableCallbacks = [];
 
 function onUiUpdate(callback) { uiUpdateCallbacks.push(callback); }
 function onAfterUiUpdate(callback) { uiAfterUpdateCallbacks.push(callback); }
-function onUiLoaded(callback) { uiLoadedCallbacks.push(callback); }
+function onUiLoaded(callback) {
+    // A script that runs after the page has loaded (an .mjs module can) still gets its call.
+    if (webuiPage.uiLoaded) {
+        setTimeout(() => executeCallbacks([callback]), 0);
+    } else {
+        uiLoadedCallbacks.push(callback);
+    }
+}
 function onUiTabChange(callback) { uiTabChangeCallbacks.push(callback); }
 function onOptionsChanged(callback) { optionsChangedCallbacks.push(callback); }
 function onOptionsAvailable(callback) {
@@ -187,7 +194,8 @@ function get_tab_index(tabId) {
 }
 
 function webuiSelectTab(tabsId, tabId) {
-    const button = gradioApp().querySelector(`#${tabsId} > .tab-wrapper > [role=tablist] > button[data-tab-id="${tabId}"]`);
+    const tablist = `#${tabsId} > .tab-wrapper > [role=tablist]`;
+    const button = gradioApp().querySelector(`${tablist} > button[data-tab-id="${tabId}"]`);
     if (button) {
         button.click();
     } else {

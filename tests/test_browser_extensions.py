@@ -52,7 +52,8 @@ def server(tiny_models_dir, tiny_configs_dir, tmp_path_factory):
     extensions_dir = data_dir / "extensions"
     install_extension(TAGCOMPLETE, extensions_dir)
     probe = extensions_dir / "probe"
-    for relative, text in {"javascript/probe.js": PROBE_JS, "javascript/later.mjs": "window.probeModule = true;\n",
+    module = "window.probeModule = true;\nonUiLoaded(() => { window.probeModuleLoaded = true; });\n"
+    for relative, text in {"javascript/probe.js": PROBE_JS, "javascript/later.mjs": module,
                            "scripts/probe.py": PROBE_PY, "data/hello.txt": "file route works",
                            "localizations/probe-de.json": '{"Generate": "Erzeugen", "Sampling steps": "Schritte"}',
                            "style.css": "#txt2img_prompt {outline: 3px solid rgb(255, 0, 0)}"}.items():
@@ -121,6 +122,7 @@ def test_page_api_for_extensions(page):
     assert page.evaluate("getComputedStyle(gradioApp().querySelector('#txt2img_prompt')).outlineColor") == \
         "rgb(255, 0, 0)"                                          # the extension's style.css
     assert page.evaluate("window.probeModule") is True           # its .mjs
+    page.wait_for_function("window.probeModuleLoaded === true", timeout=5000)   # its onUiLoaded ran too
     assert page.evaluate("fetch('file=extensions/probe/data/hello.txt').then(r => r.text())") == "file route works"
     assert page.evaluate("fetch('file=config.json').then(r => r.status)") == 403
     assert page.evaluate("fetch('probe/hello').then(r => r.text())") == "hello from probe"
