@@ -73,7 +73,7 @@ def api(tmp_path_factory):
 
 
 def txt2img(client: TestClient, prompt: str, *dp_args, **fields) -> tuple[list[Image.Image], dict]:
-    body = {"prompt": prompt, "steps": 12, "cfg_scale": 6, "width": 64, "height": 64, "seed": 3,
+    body = {"prompt": prompt, "steps": 10, "cfg_scale": 6, "width": 64, "height": 64, "seed": 3,
             "sampler_name": "Euler a", "alwayson_scripts": {TITLE: {"args": list(dp_args)}}, **fields}
     response = client.post("/sdapi/v1/txt2img", json=body)
     assert response.status_code == 200, response.text
@@ -87,13 +87,13 @@ def colours(images: list[Image.Image]) -> list[str | None]:
 
 
 def test_variants_are_picked_per_image_of_a_batch(api):
-    images, info = txt2img(api, "a {red|blue} circle", True, batch_size=6)
+    images, info = txt2img(api, "a {red|blue} circle", True, batch_size=4)
     prompts = info["all_prompts"]
-    assert set(prompts) == {"a red circle", "a blue circle"} and len(prompts) == 6
-    drawn = colours(images[-6:])
+    assert set(prompts) == {"a red circle", "a blue circle"} and len(prompts) == 4
+    drawn = colours(images[-4:])
     assert {"red", "blue"} <= set(drawn)
     matches = sum(prompt.split()[1] == colour for prompt, colour in zip(prompts, drawn))
-    assert matches >= 5, (prompts, drawn)
+    assert matches >= 3, (prompts, drawn)
 
 
 def test_combinatorial_mode_draws_every_variant_once(api):

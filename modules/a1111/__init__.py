@@ -6,7 +6,8 @@ Extensions written for AUTOMATIC1111's web UI import A1111's modules by name (``
 resolve, with real behaviour behind each:
 
 - ``MODULES``: A1111 modules the app does not have, each a small module of this package registered in ``sys.modules``
-  under A1111's name (and as an attribute of the ``modules`` package, so ``from modules import devices`` works).
+  under A1111's name (and as an attribute of the ``modules`` package, so ``from modules import devices`` works). A
+  module file the app has under that name (e.g. a later ``modules/upscaler.py``) wins.
 - ``ADDONS``: app modules that have A1111's name but not every A1111 attribute. Each gets a module ``__getattr__``
   (PEP 562) that looks a missing name up in this package's ``addons`` module for it; the app's modules themselves stay
   as they are. A module that already has a ``__getattr__`` keeps it and falls back to the addon.
@@ -17,6 +18,7 @@ resolve, with real behaviour behind each:
 from __future__ import annotations
 
 import importlib
+import importlib.machinery
 import sys
 from types import ModuleType
 from typing import Any, Callable
@@ -40,7 +42,7 @@ MODULES: dict[str, str] = {
     "modules.ui_common": "modules.a1111.ui_common",
     "modules.cache": "modules.a1111.cache",
     "modules.hashes": "modules.a1111.hashes",
-    "modules.upscaler": "modules.a1111.upscaler",
+    "modules.upscaler": "modules.a1111.upscaler",   # A1111's classes on the registry of modules/upscalers.py
     "modules.deepbooru": "modules.a1111.deepbooru",
     "launch": "modules.a1111.launch",
 }
@@ -71,13 +73,21 @@ def install() -> None:
     from modules.a1111 import gradio3
 
     for name, target in MODULES.items():
-        _register(name, importlib.import_module(target))
+        if not _app_has(name):
+            _register(name, importlib.import_module(target))
     for name, addon in ADDONS.items():
         _add_names(importlib.import_module(name), addon)
     missing.install_finder()
     missing.install_package_getattr(importlib.import_module("modules"))
     gradio3.install()
     _installed = True
+
+
+def _app_has(name: str) -> bool:
+    """Whether the app itself has a module file called ``name`` (it then wins over this package's stand-in)."""
+    parent, _, child = name.rpartition(".")
+    search = importlib.import_module(parent).__path__ if parent else None
+    return importlib.machinery.PathFinder.find_spec(child, search) is not None
 
 
 def _register(name: str, module: ModuleType) -> None:

@@ -10,7 +10,7 @@ from modules.a1111.missing import attribute_error
 from modules.a1111.options import OptionHTML, OptionInfo, options_section  # noqa: F401 - A1111 names
 
 __all__ = ["OptionHTML", "OptionInfo", "options_section", "hide_dirs", "styles_filename", "config_filename",
-           "xformers_available", "parallel_processing_allowed", "restricted_opts", "interrogator", "CmdOpts",
+           "xformers_available", "parallel_processing_allowed", "restricted_opts", "CmdOpts",
            "TotalTQDM", "total_tqdm"]
 
 hide_dirs = {"visible": True}      # A1111's --hide-ui-dir-config is not a flag here: folders are shown
@@ -19,7 +19,6 @@ config_filename = "config.json"
 xformers_available = False
 parallel_processing_allowed = True
 restricted_opts: set[str] = set()
-interrogator = None
 
 
 def latent_upscale_modes_table() -> dict[str, dict[str, Any]]:

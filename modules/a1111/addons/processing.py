@@ -2,16 +2,5 @@
 there wins over the one here)."""
 from __future__ import annotations
 
-from typing import Any
-
-from modules import rng
-
-
-def get_fixed_seed(seed: int | str | None) -> int:
-    return rng.fixed_seed(seed)
-
-
-def fix_seed(p: Any) -> None:
-    """Replace ``-1`` seeds of ``p`` by the random seeds the job will use (A1111's ``fix_seed``)."""
-    p.seed = rng.fixed_seed(p.seed)
-    p.subseed = rng.fixed_seed(p.subseed)
+from modules.builtin_scripts._common import fix_seed  # noqa: F401 - A1111 name: -1 seeds of p made concrete
+from modules.rng import fixed_seed as get_fixed_seed  # noqa: F401 - A1111 name
