@@ -151,9 +151,9 @@ def run_extras(runner: ScriptPostprocessingRunner, sources: Iterable[ExtrasSourc
             picture.info = {**kept, "extras": text} if text else dict(kept)
             if save:
                 basename = images.sanitize_filename_part(Path(source.name).stem) if source.name else ""
-                fullfn, _ = images.save_image(picture, outdir, basename, extension=opts.samples_format, info=text or None,
-                                              pnginfo_section_name="extras", existing_info=kept, opts=opts,
-                                              save_to_dirs=False, suffix=pp.get_suffix(used))
+                fullfn, _ = images.save_image(picture, outdir, basename, extension=opts.samples_format,
+                                              info=text or None, pnginfo_section_name="extras", existing_info=kept,
+                                              opts=opts, save_to_dirs=False, suffix=pp.get_suffix(used))
                 result.files.append(fullfn)
             result.images.append(picture)
             result.infotexts.append(text)

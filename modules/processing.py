@@ -394,8 +394,7 @@ class StableDiffusionProcessingTxt2Img(StableDiffusionProcessing):
 
 def _upscale_to(upscaler: Any, image: Image.Image, width: int, height: int) -> Image.Image:
     """``image`` brought to ``width`` x ``height`` in pixel space by ``upscaler`` ("None": Lanczos, as A1111)."""
-    if upscaler.name != "None":
-        image = upscaler.scaler.upscale(image, max(width / image.width, height / image.height), upscaler.data_path)
+    image = upscaler.scaler.upscale(image, max(width / image.width, height / image.height), upscaler.data_path)
     return image if image.size == (width, height) else image.resize((width, height), Image.Resampling.LANCZOS)
 
 

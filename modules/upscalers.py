@@ -243,8 +243,7 @@ class Upscaler:
 
 
 class UpscalerNone(Upscaler):
-    def upscale(self, img: Image.Image, scale: float, data_path: str | None = None) -> Image.Image:
-        return img
+    """No upscaler of its own: ``upscale`` only brings the picture to size with Lanczos (as A1111's "None")."""
 
 
 class UpscalerResample(Upscaler):
@@ -375,4 +374,5 @@ class UpscalerRegistry:
 
 def default_folders(models_dir: Path, args: Any = None) -> dict[str, Path]:
     """``models/<kind>`` for each kind, or the folder its command-line flag names."""
-    return {kind: Path(getattr(args, flag, None) or models_dir / kind).resolve() for kind, flag in MODEL_FOLDERS.items()}
+    return {kind: Path(getattr(args, flag, None) or models_dir / kind).resolve()
+            for kind, flag in MODEL_FOLDERS.items()}

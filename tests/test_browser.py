@@ -276,3 +276,32 @@ def test_train_tab_creates_and_trains_an_embedding_and_reports_bad_input(page, t
                            timeout=180000)
     saved = next(Path(line) for line in page.inner_text("#train_result").split() if line.endswith("x.safetensors"))
     assert any("resnets_0_conv1.lora_down" in key for key in load_file(saved))
+
+
+def test_extras_tab_upscales_a_picture_keeps_its_parameters_and_refuses_outside_folders(page, server, tmp_path):
+    from PIL import Image, PngImagePlugin
+
+    info = PngImagePlugin.PngInfo()
+    info.add_text("parameters", "a red circle\nSteps: 4, Seed: 9")
+    path = tmp_path / "small.png"
+    Image.new("RGB", (40, 24), (200, 10, 10)).save(path, pnginfo=info)
+    page.click("button[role=tab]:has-text('Extras')")
+    page.set_input_files("#extras_image input[type=file]", str(path))
+    page.wait_for_selector("#extras_image img", timeout=30000)
+    page.click("#extras_upscaler_1 input")
+    page.click("ul[role=listbox] li:has-text('Lanczos')")
+    page.click("#extras_generate")
+    page.wait_for_function("document.querySelector('#extras_html_info').innerText.includes('Postprocess upscaler')",
+                           timeout=60000)
+    page.wait_for_selector("#extras_gallery img", timeout=30000)
+    saved = sorted((server.data_dir / "outputs" / "extras-images").glob("*.png"))
+    assert len(saved) == 1
+    with Image.open(saved[0]) as im:
+        assert im.size == (80, 48)   # the tab's default: scale by 2
+        assert im.text["extras"].startswith("Postprocess upscale by: 2")
+        assert im.text["parameters"] == "a red circle\nSteps: 4, Seed: 9"
+    page.click("button[role=tab]:has-text('Batch from Directory')")
+    page.fill("#extras_batch_input_dir textarea", "/")
+    page.click("#extras_generate")
+    page.wait_for_selector("#extras_html_info .error-box", timeout=30000)
+    assert "outside the folders" in page.inner_text("#extras_html_info")

@@ -42,7 +42,7 @@ MODULES: dict[str, str] = {
     "modules.ui_common": "modules.a1111.ui_common",
     "modules.cache": "modules.a1111.cache",
     "modules.hashes": "modules.a1111.hashes",
-    "modules.upscaler": "modules.a1111.upscaler",
+    "modules.upscaler": "modules.a1111.upscaler",   # A1111's classes on the registry of modules/upscalers.py
     "modules.deepbooru": "modules.a1111.deepbooru",
     "launch": "modules.a1111.launch",
 }
