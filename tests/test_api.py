@@ -242,6 +242,10 @@ def test_request_models_have_a1111_api_defaults():
 ])
 def test_every_request_field_reaches_processing_with_the_same_bounds(request_model, processing_model):
     passed = set(request_model.model_fields) - _API_ONLY - _UNSUPPORTED
+    if "mask_blur" in passed:   # an A1111 constructor name (and property) of img2img that sets mask_blur_x and _y
+        passed.discard("mask_blur")
+        p = processing_model(init_images=[Image.new("RGB", (8, 8))], mask_blur=3)
+        assert (p.mask_blur, p.mask_blur_x, p.mask_blur_y) == (3, 3, 3)
     assert passed <= set(processing_model.model_fields), passed - set(processing_model.model_fields)
 
     def bounds(info) -> set[tuple[str, Any]]:
