@@ -385,6 +385,9 @@ class JobQueue:
             job.status, job.error = JobStatus.FAILED, f"{type(error).__name__}: {error}"
         files = list(output.files) + [f for f in job.saved_files if f not in output.files]
         self._write(job, output.infotext, files)
+        with self._cond:  # no longer current before anyone waiting on it hears that it ended
+            if self._current is job:
+                self._current = None
         if error is None:
             job.future.set_result(output)
         elif isinstance(error, Exception):
