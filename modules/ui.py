@@ -62,8 +62,10 @@ def progress_html(state: Any, queued_ahead: int = 0) -> str:
     eta_s = f", ETA {eta:.1f}s" if eta is not None else ""
     step = f"step {state.sampling_step}/{state.sampling_steps}" if state.sampling_steps else "preparing"
     batch = f"batch {min(state.job_no + 1, max(state.job_count, 1))}/{max(state.job_count, 1)}"
+    stopping = (" — stopping after this image (press Interrupt again to stop at once)"
+                if getattr(state, "stopping_generation", False) and not state.interrupted else "")
     return (f"<div class='progress-text'><progress max='100' value='{pct}'></progress> {pct}% — {batch}, "
-            f"{step}{eta_s}</div>")
+            f"{step}{eta_s}{stopping}</div>")
 
 
 def checkpoint_choices(runtime: Runtime) -> list[str]:
@@ -142,10 +144,8 @@ def schedule_choices(sampler: str, current: str) -> Any:
 
 def interrupt_clicked(runtime: Runtime) -> None:
     """Interrupt as A1111's button: with "Don't Interrupt in the middle" on, a job of several images stops after the
-    current one (a second press stops at once)."""
-    job = runtime.queue.interrupt(after_current=runtime.opts.interrupt_after_current)
-    if job is not None and job.state.stopping_generation and not job.state.interrupted:
-        gr.Info("Generation will stop after this image; press Interrupt again to stop at once.")
+    current one (the progress line says so) and a second press stops at once."""
+    runtime.queue.interrupt(after_current=runtime.opts.interrupt_after_current)
 
 
 def seed_from_info(info_json: str) -> int:
