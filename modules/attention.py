@@ -85,6 +85,10 @@ class AttentionController:
         """Whether to see this layer's probabilities at all (computing them explicitly costs memory)."""
         return False
 
+    def wants_now(self, layer: Layer, call: UNetCall, queries: int) -> bool:
+        """Whether to see a wanted layer in this call (``queries`` image tokens): skip steps and sizes not needed."""
+        return True
+
     def edit(self, layer: Layer, call: UNetCall, probs: torch.Tensor) -> torch.Tensor | None:
         """``probs``: ``[rows, heads, queries, keys]``. Return a replacement, or None to leave them as they are."""
         return None
@@ -107,7 +111,9 @@ class ControlledAttnProcessor:
     def __call__(self, attn: Any, hidden_states: torch.Tensor, encoder_hidden_states: torch.Tensor | None = None,
                  attention_mask: torch.Tensor | None = None, temb: torch.Tensor | None = None,
                  unet_call: UNetCall | None = None) -> torch.Tensor:
-        if unet_call is None or not self.controllers:
+        queries = hidden_states.shape[1] if hidden_states.ndim == 3 else math.prod(hidden_states.shape[2:])
+        controllers = [c for c in self.controllers if c.wants_now(self.layer, unet_call, queries)] if unet_call else []
+        if not controllers:
             return self.original(attn, hidden_states, encoder_hidden_states, attention_mask, temb)
         residual = hidden_states
         if attn.spatial_norm is not None:
@@ -128,7 +134,7 @@ class ControlledAttnProcessor:
         query, key, value = attn.head_to_batch_dim(query), attn.head_to_batch_dim(key), attn.head_to_batch_dim(value)
         probs = attn.get_attention_scores(query, key, attention_mask)
         probs = probs.view(batch, attn.heads, *probs.shape[1:])
-        for controller in self.controllers:
+        for controller in controllers:
             edited = controller.edit(self.layer, unet_call, probs)
             if edited is not None:
                 probs = edited
@@ -263,6 +269,9 @@ class CrossAttentionRecorder(AttentionController):
         first = math.floor(self.start * call.total_steps)
         last = max(first + 1, math.ceil(self.end * call.total_steps))
         return first <= call.step < last
+
+    def wants_now(self, layer: Layer, call: UNetCall, queries: int) -> bool:
+        return self.records(call)
 
     def edit(self, layer: Layer, call: UNetCall, probs: torch.Tensor) -> None:
         if not self.records(call):

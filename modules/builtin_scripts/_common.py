@@ -20,6 +20,7 @@ def copy_processing(p: StableDiffusionProcessing) -> StableDiffusionProcessing:
     copy.comments = dict(p.comments)
     copy.styles = list(p.styles)
     copy.script_args = list(p.script_args)
+    copy.attention_controllers = list(p.attention_controllers)
     return copy
 
 

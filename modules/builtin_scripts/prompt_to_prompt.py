@@ -32,6 +32,7 @@ from modules.images import GridAnnotation, draw_grid_annotations, grid_with_marg
 from modules.processing import GenerationError, Processed, StableDiffusionProcessing, fix_seed, process_images
 
 MODES = ("Replace", "Refine", "Re-weight")
+SELF_MAX_QUERIES = 32 * 32  # self-attention is injected in layers up to this grid (its probabilities grow as n²)
 BLEND_THRESHOLD = 0.3  # share of the blend words' peak attention inside the edited region (the paper's value)
 NAME = "Prompt-to-prompt"
 
@@ -179,6 +180,11 @@ class PromptEdit(attention.AttentionController):
 
     def wants(self, layer: attention.Layer) -> bool:
         return True
+
+    def wants_now(self, layer: attention.Layer, call: attention.UNetCall, queries: int) -> bool:
+        if not layer.is_cross:
+            return queries <= SELF_MAX_QUERIES and self._injecting(call, self.self_fraction)
+        return bool(self.blend_words) or self._injecting(call, self.cross) or bool((self.equalizer != 1).any())
 
     def _injecting(self, call: attention.UNetCall, fraction: float) -> bool:
         return call.step < round(fraction * call.total_steps)
