@@ -98,8 +98,9 @@ def test_a_used_force_task_id_is_a_409_and_the_first_job_keeps_its_history(clien
 
 # -- nothing user-provided blocks the event loop -----------------------------------------------------------------------
 def answers_while(client: TestClient, fn) -> tuple[object, float]:
-    """Run ``fn`` in the background; meanwhile ``/progress`` must answer, each time within 1 s. Returns ``fn``'s
-    result and the slowest ``/progress`` answer."""
+    """Run ``fn`` in the background; meanwhile ``/progress`` must keep answering. Returns ``fn``'s result and the
+    slowest ``/progress`` answer. Each answer takes milliseconds on a quiet machine (the old parser froze every route
+    for 23 s); the bound is 2 s so that a busy test machine does not decide the test."""
     out: dict[str, object] = {}
     thread = threading.Thread(target=lambda: out.setdefault("r", fn()), daemon=True)
     thread.start()
@@ -111,7 +112,7 @@ def answers_while(client: TestClient, fn) -> tuple[object, float]:
         assert client.get(f"{API}/progress").status_code == 200
         slowest = max(slowest, time.monotonic() - t)
     thread.join()
-    assert slowest < 1.0, f"/progress took {slowest:.1f} s while the request was parsed"
+    assert slowest < 2.0, f"/progress took {slowest:.1f} s while the request was parsed"
     return out["r"], slowest
 
 
