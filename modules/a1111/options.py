@@ -211,6 +211,7 @@ class OptionsFacade:
             log.warning("An extension registered option %r, which is one of the app's own settings; ignored", key)
             return
         registered[key] = info
+        Options.extra_known_keys.add(key)     # a known key from now on: listed by GET /options, settable by POST
         extra = self.current().__pydantic_extra__
         if key not in extra and not info.do_not_save:
             extra[key] = info.default
