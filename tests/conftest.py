@@ -7,6 +7,8 @@
   ``inpaint/sd1-inpainting.safetensors`` and the diffusers folder ``sd1-diffusers``. Treat it as read-only.
 - ``make_manager(data_dir, extra_configs=(), **options)``: a ``ModelManager`` over a data dir that finds the tiny
   configs (and ``extra_configs`` first), with the given options set.
+- ``shipped_model``: the shipped default model, loaded through the checkpoint path (the test is skipped without
+  one). Shared by the whole session: do not modify it.
 - ``tiny_sd1_model``: a loaded tiny SD1 ``SDModel`` (64 px native, f=4 VAE, 32-wide text encoder, real tokenizer,
   PNDM epsilon scheduler).
   Shared by the whole session: do not modify it.
@@ -31,7 +33,8 @@ from modules.options import Options  # noqa: E402
 from modules.paths import CONFIGS_DIR, Paths  # noqa: E402
 from modules.sd_models import ModelManager, SDModel  # noqa: E402
 from tests.fixtures_models import (  # noqa: E402
-    build_tiny, ldm_state_dict, write_checkpoint, write_diffusers_folder, write_tiny_configs,
+    SHIPPED, build_tiny, ldm_state_dict, paths_with_shipped_models, write_checkpoint, write_diffusers_folder,
+    write_tiny_configs,
 )
 
 torch.set_num_threads(2)
@@ -77,6 +80,13 @@ def make_manager(tiny_configs_dir) -> Callable[..., ModelManager]:
 @pytest.fixture(scope="session")
 def tiny_sd1_model(tiny_models_dir, make_manager) -> SDModel:
     return make_manager(tiny_models_dir).load("sd1.safetensors")
+
+
+@pytest.fixture(scope="session")
+def shipped_model(tmp_path_factory) -> SDModel:
+    if not SHIPPED:
+        pytest.skip("no shipped model")
+    return ModelManager(paths_with_shipped_models(tmp_path_factory.mktemp("shipped")), Options()).select_default()
 
 
 @pytest.fixture(scope="module")

@@ -7,10 +7,7 @@ import numpy as np
 import pytest
 
 from modules import attention, attention_effects, infotext, scripts
-from modules.options import Options
 from modules.processing import process_images
-from modules.sd_models import ModelManager
-from tests.fixtures_models import SHIPPED, paths_with_shipped_models
 from tests.test_scripts import make_p
 
 
@@ -83,10 +80,8 @@ def test_sdxl_maps_are_read_on_its_own_layout(runner, tiny_models_dir, make_mana
 # The effect on the default model
 # ---------------------------------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def model(tmp_path_factory):
-    if not SHIPPED:
-        pytest.skip("no shipped model")
-    return ModelManager(paths_with_shipped_models(tmp_path_factory.mktemp("maps")), Options()).select_default()
+def model(shipped_model):
+    return shipped_model
 
 
 @pytest.mark.usefixtures("single_torch_thread")

@@ -10,8 +10,6 @@ from modules.guidance import Guidance
 from modules.options import Options
 from modules.processing import StableDiffusionProcessingTxt2Img, process_images
 from modules.progress import JobState
-from modules.sd_models import ModelManager
-from tests.fixtures_models import SHIPPED, paths_with_shipped_models
 
 
 def _batch(seed: int = 0):
@@ -74,10 +72,8 @@ def test_bad_values_are_refused_naming_the_field(field, value):
 # The effect on the default model
 # ---------------------------------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def model(tmp_path_factory):
-    if not SHIPPED:
-        pytest.skip("no shipped model")
-    return ModelManager(paths_with_shipped_models(tmp_path_factory.mktemp("dt")), Options()).select_default()
+def model(shipped_model):
+    return shipped_model
 
 
 @pytest.mark.usefixtures("single_torch_thread")

@@ -9,10 +9,7 @@ import pytest
 from modules import attention, attention_effects, infotext, scripts
 from modules.attention_effects import p2p_args
 from modules.builtin_scripts.prompt_to_prompt import plan_edit
-from modules.options import Options
 from modules.processing import GenerationError
-from modules.sd_models import ModelManager
-from tests.fixtures_models import SHIPPED, paths_with_shipped_models
 from tests.test_scripts import make_p
 
 SOURCE, EDITED = attention_effects.P2P_SOURCE, attention_effects.P2P_EDITED
@@ -82,10 +79,8 @@ def test_sdxl_is_edited_on_its_own_layout(runner, tiny_models_dir, make_manager)
 # Effects on the default model
 # ---------------------------------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def model(tmp_path_factory):
-    if not SHIPPED:
-        pytest.skip("no shipped model")
-    return ModelManager(paths_with_shipped_models(tmp_path_factory.mktemp("p2p")), Options()).select_default()
+def model(shipped_model):
+    return shipped_model
 
 
 @pytest.mark.usefixtures("single_torch_thread")
