@@ -72,8 +72,9 @@ def check_prompts(field: str, texts: Iterable[str], opts: Any, *, and_parts: boo
                                         "(setting limit_and_parts)")
         tokens = count_tokens(text, opts.limit_prompt_tokens)
         if tokens > opts.limit_prompt_tokens:
-            raise LimitError(field, f"the prompt is {tokens if tokens < 2**62 else 'far more than the'} tokens "
-                                    f"long; the limit is {opts.limit_prompt_tokens} (setting limit_prompt_tokens)")
+            size = f"{tokens} tokens" if tokens < 2**62 else f"far more than {opts.limit_prompt_tokens} tokens"
+            raise LimitError(field, f"the prompt is {size} long; the limit is {opts.limit_prompt_tokens} "
+                                    "(setting limit_prompt_tokens)")
 
 
 def count_tokens(text: str, limit: int) -> int:

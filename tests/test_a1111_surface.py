@@ -177,7 +177,8 @@ def test_interrupt_through_shared_state_stops_the_running_job(ext_dir, tmp_path,
     processed = runtime.run(p, job_state)
     module = sys.modules["ext_stopper_stopper"]
     assert job_state.interrupted and shared.state.current() is job_state
-    assert len(processed.images) == 1                          # 3 asked, stopped during the first
+    # 3 asked, stopped during the first: its half-denoised picture is not kept, and no later batch ran
+    assert processed.images == [] and processed.interrupted
     assert module.SEEN[0][0] == 3 and [s[1] for s in module.SEEN] == [0, 1]
     shared.state.job_count = 7
     assert job_state.job_count == 7

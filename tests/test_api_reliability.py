@@ -119,7 +119,8 @@ def answers_while(client: TestClient, fn) -> tuple[object, float]:
 @pytest.mark.parametrize("text", ["A" * 65536, "A " * 32768, 'a: "' + '\\"' * 30000])
 def test_a_64k_infotext_does_not_block_the_server(client, runtime, text):
     r, _ = answers_while(client, lambda: client.post(f"{API}/txt2img", json={**SMALL, "infotext": text}))
-    assert r.status_code == 200, r.text
+    # Parsed (the prompt it yields may then be over the prompt-length limit, a 422 naming that limit).
+    assert r.status_code == 200 or (r.status_code == 422 and "limit_prompt_tokens" in r.text), r.text
 
 
 def test_a_1mb_infotext_is_refused_at_once(client):
