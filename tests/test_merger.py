@@ -125,3 +125,41 @@ def test_refusals_write_nothing(manager):
     _merge(manager, primary_model_name="a", secondary_model_name="b", multiplier=0.9, custom_name="taken",
            overwrite=True)
     assert (manager.paths.ckpt_dir / "taken.safetensors").read_bytes() != taken
+
+
+def test_api_merge_lists_the_result_and_refuses_bad_requests(manager):
+    from fastapi.testclient import TestClient
+
+    from modules import cmd_args
+    from modules.api import create_api_app
+    from modules.job_queue import JobQueue
+    from modules.runtime import Runtime
+
+    args = cmd_args.parse_args(["--data-dir", str(manager.paths.data_dir), "--nowebui", "--api"])
+    runtime = Runtime(args=args, paths=manager.paths, opts=manager.opts, models=manager,
+                      queue=JobQueue(manager.paths.data_dir / "merge-history.db"))
+    try:
+        with TestClient(create_api_app(runtime)) as client:
+            url = "/sdapi/v1/merge-checkpoint"
+            fields = client.get("/openapi.json").json()["components"]["schemas"]["MergeRequest"]["properties"]
+            assert {"primary_model_name", "interp_method", "multiplier", "bake_in_vae", "overwrite"} <= set(fields)
+            r = client.post(url, json={"primary_model_name": "a", "secondary_model_name": "b", "multiplier": 0.5,
+                                       "custom_name": "from-api"})
+            assert r.status_code == 200, r.text
+            body = r.json()
+            assert body["filename"].endswith("from-api.safetensors") and body["sha256"][:10] in body["title"]
+            listed = {m["title"]: m for m in client.get("/sdapi/v1/sd-models").json()}
+            assert body["title"] in listed and listed[body["title"]]["sha256"] == body["sha256"]
+            a, b = _tensors(manager, "a.safetensors"), _tensors(manager, "b.safetensors")
+            key = "model.diffusion_model.input_blocks.0.0.weight"
+            torch.testing.assert_close(load_file(body["filename"])[key], (a[key] + b[key]) / 2)
+
+            r = client.post(url, json={"primary_model_name": "a", "secondary_model_name": "b",
+                                       "custom_name": "from-api"})
+            assert r.status_code == 422 and "already exists" in r.text
+            r = client.post(url, json={"primary_model_name": "a", "secondary_model_name": "xl", "custom_name": "x"})
+            assert r.status_code == 422 and "same family" in r.text
+            r = client.post(url, json={"primary_model_name": "a", "secondary_model_name": "b", "multiplier": 2})
+            assert r.status_code == 422 and "multiplier" in r.text
+    finally:
+        runtime.queue.close()
