@@ -163,3 +163,36 @@ def test_api_merge_lists_the_result_and_refuses_bad_requests(manager):
             assert r.status_code == 422 and "multiplier" in r.text
     finally:
         runtime.queue.close()
+
+
+def test_merger_tab_merges_and_lists_the_result(manager):
+    import gradio as gr
+
+    from modules import cmd_args, ui
+    from modules.job_queue import JobQueue
+    from modules.runtime import Runtime
+
+    args = cmd_args.parse_args(["--data-dir", str(manager.paths.data_dir), "--nowebui"])
+    runtime = Runtime(args=args, paths=manager.paths, opts=manager.opts, models=manager,
+                      queue=JobQueue(manager.paths.data_dir / "merge-ui-history.db"))
+    try:
+        with gr.Blocks() as demo:
+            ckpt = gr.Dropdown(ui.checkpoint_choices(runtime))
+            ui.merger_tab(runtime, ckpt)
+        ids = {getattr(b, "elem_id", None) for b in demo.blocks.values()}
+        assert {"modelmerger_primary_model_name", "modelmerger_interp_method", "modelmerger_bake_in_vae",
+                "modelmerger_merge", "modelmerger_result"} <= ids
+        click = next(fn for fn in demo.fns.values() if fn.name == "do_merge")
+        values = ["a.safetensors", "b.safetensors", None, "from-ui", 0.5, "Weighted sum", "safetensors", False, False,
+                  "Don't", "None", "", True, True, True]
+        *updates, message = click.fn(*values)
+        assert "from-ui.safetensors" in message
+        assert any(t.startswith("from-ui.safetensors [") for t in updates[3]["choices"])  # the checkpoint dropdown
+        *_, message = click.fn(*values)
+        assert "error-box" in message and "already exists" in message
+        values[1] = "xl.safetensors"
+        values[3] = "mixed-ui"
+        *_, message = click.fn(*values)
+        assert "same family" in message
+    finally:
+        runtime.queue.close()
