@@ -212,6 +212,8 @@ def merge_checkpoints(models: ModelManager, req: MergeRequest, state: JobState |
     if target.exists() and not req.overwrite:
         raise MergeError(f"custom_name: {target.name} already exists in {target.parent}; choose another name or "
                          "ask to overwrite it")
+    if any(m.sd_checkpoint_info.filename == str(target) for m in models.loaded()):
+        raise MergeError(f"custom_name: {target.name} is loaded now; load another checkpoint or choose another name")
     if any(Path(i.filename) == target for i in infos.values()):
         raise MergeError(f"custom_name: {target.name} is one of the models being merged; choose another name")
 

@@ -125,6 +125,9 @@ def test_refusals_write_nothing(manager):
     _merge(manager, primary_model_name="a", secondary_model_name="b", multiplier=0.9, custom_name="taken",
            overwrite=True)
     assert (manager.paths.ckpt_dir / "taken.safetensors").read_bytes() != taken
+    manager.load("taken")
+    with pytest.raises(MergeError, match="taken.safetensors is loaded now"):  # a loaded model's file stays as it is
+        _merge(manager, primary_model_name="a", secondary_model_name="b", custom_name="taken", overwrite=True)
 
 
 def test_api_merge_lists_the_result_and_refuses_bad_requests(manager):
