@@ -316,13 +316,15 @@ def _plan(a: _Reader, b: _Reader | None, c: _Reader | None, req: MergeRequest, v
 
 def _merged(a: _Reader, b: _Reader, c: _Reader | None, key: str, method: str,
             multiplier: float) -> Callable[[], torch.Tensor]:
-    """How one tensor is merged (in float32, whatever the inputs' dtype)."""
+    """How one tensor is merged (in float32, whatever the inputs' dtype). Never in place on an input: a float32
+    tensor from ``safe_open`` is a view of the file's private mapping, and writing into it would copy those pages
+    into anonymous memory that stays until the file is closed (the whole model, by the end)."""
     def compute() -> torch.Tensor:
-        merged = a.tensor(key).float()
+        ta = a.tensor(key).float()
         if method == "Weighted sum":
-            return merged.mul_(1 - multiplier).add_(b.tensor(key).float(), alpha=multiplier)
+            return ta.mul(1 - multiplier).add_(b.tensor(key).float(), alpha=multiplier)
         assert c is not None
-        return merged.add_(b.tensor(key).float().sub_(c.tensor(key).float()), alpha=multiplier)
+        return ta.add(b.tensor(key).float().sub(c.tensor(key).float()), alpha=multiplier)
     return compute
 
 
