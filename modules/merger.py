@@ -161,7 +161,7 @@ def _write_safetensors(path: Path, plan: list[tuple[str, list[int], torch.dtype]
         for (key, shape, dtype), (got_key, tensor) in zip(plan, tensors, strict=True):
             if got_key != key or list(tensor.shape) != shape or tensor.dtype != dtype:
                 raise RuntimeError(f"merge wrote {got_key} {list(tensor.shape)} {tensor.dtype}, planned {key} {shape} {dtype}")
-            f.write(tensor.contiguous().view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+            f.write(tensor.reshape(-1).view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
         f.flush()
         os.fsync(f.fileno())
 
@@ -184,8 +184,7 @@ def _target_name(name: str) -> str:
     return name
 
 
-def merge_checkpoints(models: ModelManager, req: MergeRequest, state: JobState | None = None,
-                      on_tensor: Callable[[int, int], None] | None = None) -> MergeResult:
+def merge_checkpoints(models: ModelManager, req: MergeRequest, state: JobState | None = None) -> MergeResult:
     """Merge as ``req`` asks, save into the checkpoint folder, refresh the list and hash the result.
     Raises ``MergeError`` (a ``ValueError``) for anything the user can fix; nothing is written then."""
     method = req.interp_method
@@ -231,8 +230,6 @@ def merge_checkpoints(models: ModelManager, req: MergeRequest, state: JobState |
                 if state.interrupted:
                     raise MergeError("merge interrupted: nothing was saved")
                 state.sampling_step = index
-                if on_tensor:
-                    on_tensor(index, len(plan))
                 yield key, source().to(dtype)
 
         state.sampling_steps = len(plan)
@@ -247,6 +244,8 @@ def merge_checkpoints(models: ModelManager, req: MergeRequest, state: JobState |
     yaml = _config_to_copy(req.config_source, infos)
     if yaml is not None:
         shutil.copyfile(yaml, target.with_suffix(".yaml"))
+    else:  # a config left from an earlier file of this name would describe the new one wrongly
+        target.with_suffix(".yaml").unlink(missing_ok=True)
     models.refresh()
     info = models.get_info(target.name)
     models.calculate_hash(info)

@@ -22,7 +22,9 @@ def data_dir(tmp_path_factory, tiny_models_dir):
     src = Paths.from_args(data_dir=tiny_models_dir).ckpt_dir
     paths.ckpt_dir.mkdir(parents=True)
     paths.vae_dir.mkdir(parents=True)
-    shutil.copy(src / "sd1.safetensors", paths.ckpt_dir / "a.safetensors")
+    a = load_file(src / "sd1.safetensors")  # with the 0-dim tensors of an EMA training checkpoint
+    save_file({**a, "model_ema.decay": torch.tensor(0.9999), "model_ema.num_updates": torch.tensor(7)},
+              str(paths.ckpt_dir / "a.safetensors"))
     shutil.copy(src / "sdxl.safetensors", paths.ckpt_dir / "xl.safetensors")
     write_checkpoint(build_tiny("sd1", seed=1), paths.ckpt_dir / "b.safetensors", {"note": "from b"})
     torch.save(ldm_state_dict(build_tiny("sd1", seed=2)), paths.ckpt_dir / "c.ckpt")
@@ -56,12 +58,12 @@ def test_weighted_sum_at_0_1_and_half(manager):
                         custom_name=f"ws-{m}")
         merged = load_file(result.path)
         assert merged.keys() == a.keys()
-        floats = [k for k in a if a[k].is_floating_point()]
+        floats = [k for k in a if a[k].is_floating_point() and k in b]
         assert any(not torch.equal(a[k], b[k]) for k in floats)
         for key in floats:
             torch.testing.assert_close(merged[key], expected(key), rtol=1e-6, atol=1e-6)
-        ints = [k for k in a if not a[k].is_floating_point()]
-        assert all(torch.equal(merged[k], a[k]) for k in ints)
+        kept = [k for k in a if not a[k].is_floating_point() or k not in b]  # position_ids, A's own EMA scalars
+        assert "model_ema.decay" in kept and all(torch.equal(merged[k], a[k]) for k in kept)
 
 
 def test_add_difference_with_a_ckpt_input(manager):
@@ -71,7 +73,7 @@ def test_add_difference_with_a_ckpt_input(manager):
     merged = load_file(result.path)
     key = "model.diffusion_model.input_blocks.0.0.weight"
     assert not torch.equal(b[key], c[key])
-    for key in (k for k in a if a[k].is_floating_point()):
+    for key in (k for k in a if a[k].is_floating_point() and k in b):
         torch.testing.assert_close(merged[key], a[key] + (b[key] - c[key]) * 0.3, rtol=1e-5, atol=1e-6)
 
 
@@ -97,6 +99,7 @@ def test_result_has_new_hash_lists_and_loads_with_recipe(manager):
     assert meta["note"] == "from b"  # the inputs' metadata is copied
     assert (manager.paths.ckpt_dir / "merged-half.yaml").is_file()  # copy config: the yaml beside B
     merged = load_file(result.path)
+    assert "model.diffusion_model.out.2.weight" in merged and not any(k.startswith("model_ema.") for k in merged)
     a = _tensors(manager, "a.safetensors")
     vae_key = "first_stage_model.decoder.conv_out.weight"
     torch.testing.assert_close(merged[vae_key], (a[vae_key] + 1).half())  # the baked VAE replaced A's
