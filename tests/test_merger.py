@@ -123,6 +123,13 @@ def test_refusals_write_nothing(manager):
         _merge(manager, primary_model_name="a", secondary_model_name="b", custom_name="../escape")
     with pytest.raises(MergeError, match="discard_weights"):
         _merge(manager, primary_model_name="a", secondary_model_name="b", discard_weights="(")
+    from modules.progress import JobState
+
+    interrupted = JobState()
+    interrupted.interrupt()
+    with pytest.raises(MergeError, match="interrupted"):
+        merge_checkpoints(manager, MergeRequest(primary_model_name="a", secondary_model_name="b",
+                                                custom_name="stopped"), interrupted)
     after = sorted(p.name for p in manager.paths.ckpt_dir.iterdir())
     assert after == sorted([*before, "taken.safetensors", "taken.yaml"])  # B's yaml copied
     _merge(manager, primary_model_name="a", secondary_model_name="b", multiplier=0.9, custom_name="taken",
