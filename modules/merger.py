@@ -184,9 +184,19 @@ def _target_name(name: str) -> str:
     return name
 
 
-def merge_checkpoints(models: ModelManager, req: MergeRequest, state: JobState | None = None) -> MergeResult:
-    """Merge as ``req`` asks, save into the checkpoint folder, refresh the list and hash the result.
-    Raises ``MergeError`` (a ``ValueError``) for anything the user can fix; nothing is written then."""
+@dataclass(frozen=True)
+class MergePlan:
+    """What a request names, resolved and checked against the folders (nothing read from the models yet)."""
+
+    infos: dict[str, CheckpointInfo]  # "primary", "secondary", "tertiary" -> checkpoint
+    discard: re.Pattern[str] | None
+    vae_path: Path | None
+    target: Path
+
+
+def check_request(models: ModelManager, req: MergeRequest) -> MergePlan:
+    """Resolve the models, VAE and target of ``req``; ``MergeError`` naming the field for anything wrong. Cheap, so
+    the API runs it before queueing (and the job again, as the folders may have changed meanwhile)."""
     method = req.interp_method
     try:
         discard = re.compile(req.discard_weights) if req.discard_weights else None
@@ -215,7 +225,14 @@ def merge_checkpoints(models: ModelManager, req: MergeRequest, state: JobState |
         raise MergeError(f"custom_name: {target.name} is loaded now; load another checkpoint or choose another name")
     if any(Path(i.filename) == target for i in infos.values()):
         raise MergeError(f"custom_name: {target.name} is one of the models being merged; choose another name")
+    return MergePlan(infos, discard, vae_path, target)
 
+
+def merge_checkpoints(models: ModelManager, req: MergeRequest, state: JobState | None = None) -> MergeResult:
+    """Merge as ``req`` asks, save into the checkpoint folder, refresh the list and hash the result.
+    Raises ``MergeError`` (a ``ValueError``) for anything the user can fix; nothing is written then."""
+    checked = check_request(models, req)
+    infos, discard, vae_path, target = checked.infos, checked.discard, checked.vae_path, checked.target
     state = state or JobState()
     with ExitStack() as stack:
         readers = {role: _Reader(info, stack) for role, info in infos.items()}

@@ -463,6 +463,10 @@ class Api:
             result = merger.merge_checkpoints(self.runtime.models, req, state)
             return JobOutput(value=result, infotext=result.message, files=[str(result.path)])
 
+        try:
+            await run_in_threadpool(merger.check_request, self.runtime.models, req)
+        except merger.MergeError as e:
+            raise HTTPException(422, str(e)) from None
         result = (await self._wait(self._submit("merge-checkpoint", req.model_dump(mode="json"), run))).value
         return m.MergeCheckpointResponse(info=result.message, title=result.info.title, filename=str(result.path),
                                          sha256=result.info.sha256)
