@@ -1,4 +1,4 @@
-"""The Gradio Blocks UI: txt2img, img2img (with inpaint), Extras, PNG Info, Train, Settings.
+"""The Gradio Blocks UI: txt2img, img2img (with inpaint), Extras, PNG Info, Checkpoint Merger, Train, Settings.
 
 Every Generate goes through the runtime's job queue, so a second click while a job runs is queued, not lost, and
 Interrupt/Skip answer at once. Handlers turn widget values into a processing object; a value that does not validate
@@ -572,6 +572,72 @@ def extras_tab(runtime: Runtime) -> None:
               concurrency_limit=4)
 
 
+def merger_tab(runtime: Runtime, ckpt: gr.Dropdown) -> None:
+    """A1111's Checkpoint Merger tab (element ids ``modelmerger_*``); the result joins every checkpoint list."""
+    from modules import merger
+    from modules.job_queue import JobOutput
+
+    fields = merger.MergeRequest.model_fields
+    choices = checkpoint_choices(runtime)
+    with gr.Row():
+        with gr.Column():
+            gr.HTML("A merger of two or three checkpoints of the same family. The result is saved to the checkpoint "
+                    "folder and listed with the other checkpoints.")
+            with gr.Row():
+                models = [gr.Dropdown(choices, label=label, elem_id=f"modelmerger_{role}_model_name")
+                          for role, label in (("primary", "Primary model (A)"), ("secondary", "Secondary model (B)"),
+                                              ("tertiary", "Tertiary model (C)"))]
+                refresh = gr.Button("🔄", elem_id="modelmerger_refresh_checkpoint_names", scale=0, min_width=40)
+            custom_name = gr.Textbox(label="Custom Name (Optional)", elem_id="modelmerger_custom_name")
+            multiplier = gr.Slider(0, 1, value=fields["multiplier"].default, step=0.05,
+                                   label="Multiplier (M) - set to 0 to get model A", elem_id="modelmerger_interp_amount")
+            method = gr.Radio(list(get_args(merger.Interpolation)), value=fields["interp_method"].default,
+                              label="Interpolation Method", elem_id="modelmerger_interp_method")
+            with gr.Row():
+                fmt = gr.Radio(["safetensors"], value="safetensors", label="Checkpoint format",
+                               elem_id="modelmerger_checkpoint_format")
+                half = gr.Checkbox(label="Save as float16", elem_id="modelmerger_save_as_half")
+                overwrite = gr.Checkbox(label="Overwrite a file of the same name", elem_id="modelmerger_overwrite")
+            config = gr.Radio(list(get_args(merger.ConfigSource)), value=fields["config_source"].default,
+                              label="Copy config from", elem_id="modelmerger_config_method")
+            vae = gr.Dropdown(["None", *(v.name for v in runtime.models.list_vaes())], value="None",
+                              label="Bake in VAE", elem_id="modelmerger_bake_in_vae")
+            discard = gr.Textbox(label="Discard weights with matching name", elem_id="modelmerger_discard_weights")
+            with gr.Row():
+                save_metadata = gr.Checkbox(value=True, label="Save metadata", elem_id="modelmerger_save_metadata")
+                add_recipe = gr.Checkbox(value=True, label="Add merge recipe metadata",
+                                         elem_id="modelmerger_add_recipe")
+                copy_metadata = gr.Checkbox(value=True, label="Copy metadata from merged models",
+                                            elem_id="modelmerger_copy_metadata")
+            merge = gr.Button("Merge", variant="primary", elem_id="modelmerger_merge")
+        with gr.Column():
+            result = gr.HTML(elem_id="modelmerger_result")
+
+    def refreshed():
+        runtime.models.refresh()
+        titles = checkpoint_choices(runtime)
+        return [gr.update(choices=titles) for _ in models]
+
+    def do_merge(a, b, c, name, m, interp, checkpoint_format, as_half, over, config_source, bake, regex, save_meta,
+                 recipe, copy_meta):
+        try:
+            request = merger.MergeRequest(
+                primary_model_name=a or "", secondary_model_name=b, tertiary_model_name=c, interp_method=interp,
+                multiplier=m, save_as_half=as_half, custom_name=name or "", checkpoint_format=checkpoint_format,
+                config_source=config_source, bake_in_vae=bake, discard_weights=regex or "", save_metadata=save_meta,
+                add_merge_recipe=recipe, copy_metadata_fields=copy_meta, overwrite=over)
+            done = runtime.queue.submit("merge-checkpoint", request.model_dump(mode="json"), lambda state: JobOutput(
+                value=merger.merge_checkpoints(runtime.models, request, state))).result().value
+        except Exception as e:  # noqa: BLE001 - shown in the tab; nothing was written
+            return [gr.update() for _ in range(4)] + [format_error(e)]
+        titles = checkpoint_choices(runtime)
+        return [gr.update(choices=titles) for _ in range(4)] + [f"<p>{html.escape(done.message)}</p>"]
+
+    refresh.click(refreshed, None, models, queue=False)
+    merge.click(do_merge, [*models, custom_name, multiplier, method, fmt, half, overwrite, config, vae, discard,
+                           save_metadata, add_recipe, copy_metadata], [*models, ckpt, result], concurrency_limit=1)
+
+
 def run_training(runtime: Runtime, kind: str, fn: Callable[..., Any], request: Any):
     """Queue a training job and yield (progress html, preview, result html) until it ends."""
     from modules.job_queue import JobOutput
@@ -810,6 +876,8 @@ def create_ui(runtime: Runtime) -> gr.Blocks:
                 extras_tab(runtime)
             with gr.Tab("PNG Info", id="pnginfo", elem_id="tab_pnginfo"):
                 png = pnginfo_tab()
+            with gr.Tab("Checkpoint Merger", id="modelmerger", elem_id="tab_modelmerger"):
+                merger_tab(runtime, ckpt)
             with gr.Tab("Train", id="train", elem_id="tab_train"):
                 train_sizes = train_tab(runtime)
             for blocks, title, elem_id in extension_tabs:

@@ -21,8 +21,8 @@ from fastapi.responses import FileResponse
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
-from modules import (extensions, images, infotext, limits, postprocessing, processing, scripts, sd_samplers, sd_vae,
-                     training)
+from modules import (extensions, images, infotext, limits, merger, postprocessing, processing, scripts, sd_samplers,
+                     sd_vae, training)
 from modules.api import models as m
 from modules.api.codec import MAX_INPUT_PIXELS, ImageDecodeError, decode_image, encode_image
 from modules.api.middleware import ApiRequestMiddleware
@@ -94,6 +94,9 @@ class Api:
         get(f"{PREFIX}/upscalers", response_model=list[m.UpscalerItem])(self.upscalers)
         get(f"{PREFIX}/latent-upscale-modes", response_model=list[m.LatentUpscalerModeItem])(self.latent_upscale_modes)
         get(f"{PREFIX}/sd-models", response_model=list[m.SDModelItem])(self.sd_models)
+        post(f"{PREFIX}/merge-checkpoint", response_model=m.MergeCheckpointResponse,
+             summary="Checkpoint Merger (not in A1111's API): merge two or three checkpoints into a new one")(
+            self.merge_checkpoint)
         get(f"{PREFIX}/sd-vae", response_model=list[m.SDVaeItem])(self.sd_vae)
         post(f"{PREFIX}/refresh-checkpoints")(self.refresh_checkpoints)
         post(f"{PREFIX}/refresh-vae")(self.refresh_checkpoints)
@@ -453,6 +456,20 @@ class Api:
     def refresh_checkpoints(self) -> None:
         """Rescan the checkpoint and VAE folders (A1111 has one route for each)."""
         self.runtime.models.refresh()
+
+    async def merge_checkpoint(self, req: merger.MergeRequest) -> m.MergeCheckpointResponse:
+        """The Checkpoint Merger tab's merge, queued like a generation; the result is in the checkpoint list."""
+        def run(state: JobState) -> JobOutput:
+            result = merger.merge_checkpoints(self.runtime.models, req, state)
+            return JobOutput(value=result, infotext=result.message, files=[str(result.path)])
+
+        try:
+            await run_in_threadpool(merger.check_request, self.runtime.models, req)
+        except merger.MergeError as e:
+            raise HTTPException(422, str(e)) from None
+        result = (await self._wait(self._submit("merge-checkpoint", req.model_dump(mode="json"), run))).value
+        return m.MergeCheckpointResponse(info=result.message, title=result.info.title, filename=str(result.path),
+                                         sha256=result.info.sha256)
 
     async def unload_checkpoint(self) -> dict[str, Any]:
         await self._run_job("checkpoint", self.runtime.models.unload, {"action": "unload"})

@@ -251,6 +251,13 @@ class LatentUpscalerModeItem(BaseModel):
     name: str
 
 
+class MergeCheckpointResponse(BaseModel):
+    info: str = Field(description="what was saved, in words")
+    title: str = Field(description="the new checkpoint's title, as /sdapi/v1/sd-models lists it")
+    filename: str
+    sha256: str
+
+
 class SDModelItem(BaseModel):
     title: str
     model_name: str
