@@ -209,7 +209,7 @@ A1111_ROUTES = {
     ("post", "skip"), ("get", "options"), ("post", "options"), ("get", "cmd-flags"), ("get", "samplers"),
     ("get", "schedulers"), ("get", "sd-models"), ("get", "sd-vae"), ("post", "refresh-checkpoints"),
     ("post", "refresh-vae"), ("get", "embeddings"), ("get", "loras"), ("post", "refresh-loras"),
-    ("get", "prompt-styles"), ("get", "upscalers"), ("get", "latent-upscale-modes"), ("get", "memory"),
+    ("post", "refresh-embeddings"), ("get", "prompt-styles"), ("get", "upscalers"), ("get", "latent-upscale-modes"), ("get", "memory"),
     ("get", "scripts"), ("get", "script-info"), ("get", "extensions"), ("post", "unload-checkpoint"),
     ("post", "reload-checkpoint"), ("get", "hypernetworks"), ("get", "face-restorers"), ("get", "realesrgan-models"),
 }

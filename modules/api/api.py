@@ -101,6 +101,7 @@ class Api:
         post(f"{PREFIX}/reload-checkpoint")(self.reload_checkpoint)
         get(f"{PREFIX}/prompt-styles", response_model=list[m.PromptStyleItem])(self.prompt_styles)
         get(f"{PREFIX}/embeddings", response_model=m.EmbeddingsResponse)(self.embeddings)
+        post(f"{PREFIX}/refresh-embeddings")(self.refresh_embeddings)
         get(f"{PREFIX}/loras", response_model=list[m.LoraItem])(self.loras)
         post(f"{PREFIX}/refresh-loras")(self.refresh_loras)
         get(f"{PREFIX}/realesrgan-models", response_model=list[m.RealesrganItem])(self.realesrgan_models)
@@ -475,6 +476,14 @@ class Api:
     def embeddings(self) -> m.EmbeddingsResponse:
         """The embeddings folder as loaded for the current model (empty while none is loaded)."""
         return m.EmbeddingsResponse(**self.runtime.embeddings.api_listing(self.runtime.models.current))
+
+    async def refresh_embeddings(self) -> None:
+        """Read the embeddings folder again now, even files changed in place (A1111's force reload)."""
+        library = self.runtime.embeddings
+        library.refresh()
+        model = self.runtime.models.current
+        if model is not None:
+            await run_in_threadpool(library.for_model, model)
 
     def loras(self) -> list[m.LoraItem]:
         return [m.LoraItem(**item) for item in self.runtime.loras.api_listing()]
