@@ -25,6 +25,7 @@ from modules import (extensions, images, infotext, limits, postprocessing, proce
                      training)
 from modules.api import models as m
 from modules.api.codec import MAX_INPUT_PIXELS, ImageDecodeError, decode_image, encode_image
+from modules.api.docs import add_offline_docs
 from modules.api.middleware import ApiRequestMiddleware
 from modules.api.request_body import StrictJsonRoute, validation_error_handler
 from modules.cmd_args import api_credentials
@@ -694,6 +695,7 @@ def mount_api(app: FastAPI, runtime: Runtime, *, max_body_bytes: int = DEFAULT_M
 
 def create_api_app(runtime: Runtime, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> FastAPI:
     """A FastAPI app serving only the API (``--nowebui``); docs at ``/docs``."""
-    app = FastAPI(title="Stable Diffusion API (A1111-compatible)")
+    app = FastAPI(title="Stable Diffusion API (A1111-compatible)", docs_url=None, redoc_url=None)
     mount_api(app, runtime, max_body_bytes=max_body_bytes)
+    add_offline_docs(app)
     return app
