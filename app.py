@@ -34,11 +34,13 @@ def build_app(args, runtime):
     from modules.api.middleware import HostAllowListMiddleware
 
     demo = None
-    app = FastAPI(title="Stable Diffusion web UI", docs_url="/docs" if args.api else None, redoc_url=None)
+    app = FastAPI(title="Stable Diffusion web UI", docs_url=None, redoc_url=None)
     if args.api:
         from modules.api.api import mount_api
+        from modules.api.docs import add_offline_docs
 
         mount_api(app, runtime)
+        add_offline_docs(app)
     if not args.nowebui:
         import gradio as gr
 

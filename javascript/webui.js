@@ -357,6 +357,41 @@ function webuiOnMutations(mutations) {
     webuiPage.afterUpdateTimer = setTimeout(() => executeCallbacks(uiAfterUpdateCallbacks), 200);
 }
 
+// ---------------------------------------------------------------------------------------------------------------------
+// Keyboard habits of A1111's prompt boxes: Ctrl+Enter (Cmd+Enter on a Mac) generates, Alt+Enter skips the image being
+// made, Esc interrupts. They act on the tab whose prompt or negative prompt has the focus.
+// ---------------------------------------------------------------------------------------------------------------------
+/** The tab ("txt2img" / "img2img") whose prompt box `el` is, or null. */
+function webuiPromptTab(el) {
+    if (!el || el.tagName !== "TEXTAREA") {
+        return null;
+    }
+    const box = el.closest("[id$='_prompt'], [id$='_neg_prompt']");
+    const match = box && /^(txt2img|img2img)_(neg_)?prompt$/.exec(box.id);
+    return match ? match[1] : null;
+}
+
+document.addEventListener("keydown", (e) => {
+    const tab = webuiPromptTab(e.target);
+    if (!tab) {
+        return;
+    }
+    let button = null;
+    if (e.key === "Enter" && (e.ctrlKey || e.metaKey) && !e.altKey) {
+        button = "generate";
+    } else if (e.key === "Enter" && e.altKey && !e.ctrlKey && !e.metaKey) {
+        button = "skip";
+    } else if (e.key === "Escape") {
+        button = "interrupt";
+    }
+    const target = button && document.getElementById(`${tab}_${button}`);
+    if (target) {
+        e.preventDefault();
+        e.stopPropagation();
+        target.click();
+    }
+}, true);
+
 function webuiStart() {
     const observer = new MutationObserver(webuiOnMutations);
     observer.observe(gradioApp(), {childList: true, subtree: true});

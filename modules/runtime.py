@@ -170,6 +170,17 @@ class Runtime:
             release_memory(e)
             raise
 
+    def submit(self, kind: str, p: Any, task_id: str | None = None) -> Any:
+        """Queue a generation job; returns the queue's ``Job`` (its ``result().value`` is the ``Processed``)."""
+        from modules.job_queue import JobOutput
+
+        def job(state: JobState) -> JobOutput:
+            processed = self.run(p, state)
+            return JobOutput(value=processed, infotext=processed.info, files=processed.files, notes=processed.comments)
+
+        params = p.model_dump(mode="json", exclude={"init_images", "mask"})
+        return self.queue.submit(kind, params, job, task_id=task_id)
+
 
 def release_memory(error: BaseException) -> None:
     """After a failed job (out of memory above all): free what its frames held, now rather than when the error is
@@ -189,14 +200,3 @@ def release_memory(error: BaseException) -> None:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
     except (OSError, AttributeError):  # not glibc
         pass
-
-    def submit(self, kind: str, p: Any, task_id: str | None = None) -> Any:
-        """Queue a generation job; returns the queue's ``Job`` (its ``result().value`` is the ``Processed``)."""
-        from modules.job_queue import JobOutput
-
-        def job(state: JobState) -> JobOutput:
-            processed = self.run(p, state)
-            return JobOutput(value=processed, infotext=processed.info, files=processed.files, notes=processed.comments)
-
-        params = p.model_dump(mode="json", exclude={"init_images", "mask"})
-        return self.queue.submit(kind, params, job, task_id=task_id)

@@ -26,11 +26,15 @@ log = logging.getLogger(__name__)
 RESIZE_MODES = ["Just resize", "Crop and resize", "Resize and fill", "Just resize (latent upscale)"]
 MASKED_CONTENT = ["fill", "original", "latent noise", "latent nothing"]
 POLL_SECONDS = 0.25
+OUTPUT_LABEL = "Output"
+PREVIOUS_OUTPUT_LABEL = "Output — previous images (the last Generate failed, see the error above)"
 
 CSS = """
 #quicksettings {align-items: end}
 .progress-text {font-family: monospace}
 .error-box {color: #b91c1c; font-weight: 600}
+/* a single picture (or a grid) fits the gallery's 420 px whole instead of overflowing it */
+.gallery-container .thumbnail-lg {max-height: 360px}
 """
 
 
@@ -48,6 +52,21 @@ def format_error(e: Exception) -> str:
     else:
         text = str(e) or type(e).__name__
     return f"<div class='error-box'>Error: {html.escape(text)}</div>"
+
+
+def readable_images(*components: gr.Image | gr.ImageEditor) -> None:
+    """An upload that is not a picture is refused in words (Gradio's own message names component indexes)."""
+    def wrap(preprocess: Callable[[Any], Any], label: str) -> Callable[[Any], Any]:
+        def checked(payload: Any) -> Any:
+            try:
+                return preprocess(payload)
+            except (OSError, ValueError) as e:   # PIL.UnidentifiedImageError is an OSError
+                raise gr.Error(f"The file uploaded as “{label}” is not an image that can be read "
+                               f"(PNG, JPEG, WebP, ...): {e}") from e
+        return checked
+
+    for component in components:
+        component.preprocess = wrap(component.preprocess, component.label or "image")
 
 
 def infotext_html(text: str) -> str:
@@ -107,28 +126,35 @@ def sampler_choices() -> tuple[list[str], list[str]]:
 # running jobs
 # ---------------------------------------------------------------------------------------------------------------------
 def run_job(runtime: Runtime, kind: str, p: Any):
-    """Submit ``p`` to the queue and yield (gallery, info html, progress html, preview, generation info json, seed)
-    updates until it finishes."""
+    """Submit ``p`` to the queue and yield (gallery, info html, progress html, preview, generation info json, error
+    html) updates until it finishes."""
     job = runtime.submit(kind, p)
     while not job.future.done():
         ahead = runtime.queue.progress(job.id).queue_position or 0
         preview = job.state.current_image if runtime.opts.live_previews_enable else None
-        yield gr.update(), gr.update(), progress_html(job.state, ahead), preview, gr.update()
+        yield gr.update(), gr.update(), progress_html(job.state, ahead), preview, gr.update(), ""
         time.sleep(POLL_SECONDS)
     try:
         processed = job.result().value
     except Exception as e:  # noqa: BLE001 - shown in the page; the session keeps working
         log.error("%s failed: %s", kind, e)
-        yield gr.update(), format_error(e), "", None, gr.update()
+        yield failed(e)
         return
     note = " (interrupted)" if processed.interrupted else ""
     if processed.interrupted and not processed.images:
         note = " (interrupted before an image was finished: nothing was saved)"
     info = processed.infotexts[processed.index_of_first_image] if processed.infotexts else ""
     comments = "".join(f"<p class='comments'>{html.escape(line)}</p>" for line in processed.comments.splitlines())
-    yield (processed.images, infotext_html(info) + comments + (f"<p>{note}</p>" if note else ""),
+    yield (gr.update(value=processed.images, label=OUTPUT_LABEL),
+           infotext_html(info) + comments + (f"<p>{note}</p>" if note else ""),
            f"<div class='progress-text'>Done in {processed.timings.get('total', 0):.2f}s{note}</div>", None,
-           processed.js())
+           processed.js(), "")
+
+
+def failed(e: Exception) -> tuple[Any, ...]:
+    """run_job's outputs for a job that failed or was refused: the error beside Generate, the gallery's images
+    labelled as the previous ones."""
+    return gr.update(label=PREVIOUS_OUTPUT_LABEL), gr.update(), "", None, gr.update(), format_error(e)
 
 
 def schedule_choices(sampler: str, current: str) -> Any:
@@ -177,6 +203,7 @@ class GenerationControls:
                 with gr.Row():
                     self.interrupt = gr.Button("Interrupt", elem_id=f"{tab}_interrupt")
                     self.skip = gr.Button("Skip", elem_id=f"{tab}_skip")
+                self.error = gr.HTML("", elem_id=f"{tab}_error")   # why the last Generate failed, in view
                 self.styles = gr.Dropdown(style_names, value=[], multiselect=True, label="Styles",
                                           elem_id=f"{tab}_styles")
         self.tab = tab
@@ -224,8 +251,9 @@ class GenerationControls:
                 self.seed_resize_from_h = gr.Slider(0, 2048, value=0, step=8, label="Resize seed from height")
 
     def outputs(self) -> None:
-        self.gallery = gr.Gallery(label="Output", columns=4, height=420, elem_id=f"{self.tab}_gallery",
-                                  format="png", interactive=False)
+        # "contain": a picture is shown whole, a wide grid too (Gradio's default "cover" crops it to a square)
+        self.gallery = gr.Gallery(label=OUTPUT_LABEL, columns=4, height=420, elem_id=f"{self.tab}_gallery",
+                                  format="png", interactive=False, object_fit="contain")
         self.progress = gr.HTML("", elem_id=f"{self.tab}_progress")
         self.preview = gr.Image(label="Live preview", type="pil", interactive=False, height=160,
                                 elem_id=f"{self.tab}_preview")
@@ -274,7 +302,7 @@ class GenerationControls:
         """Generate (button and Ctrl+Enter) -> build the processing object from the named widget values -> queue."""
         names = list(fields)
         inputs = [*fields.values(), *self.script_inputs]
-        outputs = [self.gallery, self.info, self.progress, self.preview, self.generation_info]
+        outputs = [self.gallery, self.info, self.progress, self.preview, self.generation_info, self.error]
 
         def submit(*values):
             try:
@@ -282,7 +310,7 @@ class GenerationControls:
                 if self.runner is not None:
                     p.scripts, p.script_args = self.runner, list(values[len(names):])
             except (ValidationError, ValueError) as e:
-                yield gr.update(), format_error(e), "", None, gr.update()
+                yield failed(e)
                 return
             yield from run_job(runtime, self.tab, p)
 
@@ -389,6 +417,7 @@ def img2img_tab(runtime: Runtime, native: int, samplers, schedulers) -> tuple[Ge
                 with gr.Tab("Inpaint upload", id="inpaint_upload_tab"):
                     w["upload_img"] = gr.Image(label="Image", type="pil", elem_id="img_inpaint_base", height=240)
                     w["upload_mask"] = gr.Image(label="Mask", type="pil", elem_id="img_inpaint_mask", height=240)
+            readable_images(w["init_img"], w["inpaint_editor"], w["upload_img"], w["upload_mask"])
             w["mode"] = gr.State("img2img")
             w["resize_mode"] = gr.Radio(RESIZE_MODES, value=RESIZE_MODES[0], type="index", label="Resize mode",
                                         elem_id="resize_mode")
@@ -467,6 +496,7 @@ def pnginfo_tab() -> dict[str, Any]:
     with gr.Row():
         with gr.Column():
             w["image"] = gr.Image(label="Source", type="pil", elem_id="pnginfo_image", sources=["upload", "clipboard"])
+            readable_images(w["image"])
         with gr.Column():
             w["html"] = gr.HTML(elem_id="pnginfo_html")
             w["text"] = gr.Textbox(visible=False, elem_id="pnginfo_generation_info")
@@ -527,6 +557,7 @@ def extras_tab(runtime: Runtime) -> None:
             with gr.Tabs(elem_id="mode_extras"):
                 with gr.Tab("Single Image", elem_id="extras_single_tab") as single_tab:
                     image = gr.Image(label="Source", type="pil", image_mode=None, elem_id="extras_image")
+                    readable_images(image)
                 with gr.Tab("Batch Process", elem_id="extras_batch_process_tab") as batch_tab:
                     files = gr.File(label="Batch Process", file_count="multiple", elem_id="extras_image_batch")
                 with gr.Tab("Batch from Directory", elem_id="extras_batch_directory_tab") as directory_tab:
@@ -783,8 +814,9 @@ def _job_output(value: Any):
     return JobOutput(value=value)
 
 
-def settings_tab(runtime: Runtime) -> Any:
-    """The settings; returns the Apply event (the page's ``opts`` are refreshed after it)."""
+def settings_tab(runtime: Runtime) -> tuple[Any, Callable[[], list[Any]], list[gr.components.Component]]:
+    """The settings; returns the Apply event (the page's ``opts`` are refreshed after it), and a function giving the
+    saved values of its widgets (for each page load)."""
     extension_options.register_extension_settings(force=True)     # runs the on_ui_settings callbacks
     fields = Options.model_fields
     widgets: dict[str, gr.components.Component] = {}
@@ -829,7 +861,13 @@ def settings_tab(runtime: Runtime) -> Any:
             text += "".join(f"<div class='error-box'>{html.escape(e)}</div>" for e in errors)
         return text
 
-    return apply.click(save, [widgets[n] for n in names], result)
+    def current_values() -> list[Any]:
+        """The saved value of every widget, as the page shows it (the page loads them: not the values at startup)."""
+        values = [opts._value(name) for name in names]
+        return [("" if v is None else str(v)) if isinstance(widgets[n], gr.Textbox) else v
+                for n, v in zip(names, values)]
+
+    return apply.click(save, [widgets[n] for n in names], result), current_values, [widgets[n] for n in names]
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -891,7 +929,7 @@ def create_ui(runtime: Runtime) -> gr.Blocks:
                     with gr.Tab("Install from URL", id="extensions_install_from_url"):
                         extension_git.create_install_ui(runtime)
             with gr.Tab("Settings", id="settings", elem_id="tab_settings"):
-                settings_applied = settings_tab(runtime)
+                settings_applied, saved_settings, setting_widgets = settings_tab(runtime)
 
         _wire_mode_tracking(i2i_w)  # img2img sub-mode follows the selected sub-tab
 
@@ -932,6 +970,7 @@ def create_ui(runtime: Runtime) -> gr.Blocks:
 
         size_sliders = [t2i.width, t2i.height, i2i.width, i2i.height, *train_sizes]
         demo.load(on_page_load, None, [ckpt, *size_sliders], queue=False)
+        demo.load(saved_settings, None, setting_widgets, queue=False, show_progress="hidden")
     return demo
 
 

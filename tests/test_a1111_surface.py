@@ -132,6 +132,23 @@ def save_index(demo: gr.Blocks) -> int:
     return next(i for i, f in demo.fns.items() if getattr(f.fn, "__name__", "") == "save")
 
 
+def test_the_settings_page_loads_the_saved_values_not_those_at_startup(tmp_path):
+    """A page (re)load shows what was saved since the server started, so its next Apply reverts nothing."""
+    runtime = bind_runtime(tmp_path)
+    with gr.Blocks() as demo:
+        _, saved_values, widgets = ui.settings_tab(runtime)
+    save = demo.fns[save_index(demo)].fn
+    names = [w.elem_id.removeprefix("setting_") for w in widgets]
+    runtime.opts.jpeg_quality, runtime.opts.enable_pnginfo = 55, False       # saved by an earlier Apply
+    values = dict(zip(names, saved_values()))
+    assert (values["jpeg_quality"], values["enable_pnginfo"], values["sd_vae"]) == (55, False, "Automatic")
+    assert save(*values.values()).startswith("0 setting(s) changed")
+    values["CLIP_stop_at_last_layers"] = 2
+    assert save(*values.values()).startswith("1 setting(s) changed: CLIP_stop_at_last_layers")
+    saved = json.loads((tmp_path / "config.json").read_text())
+    assert (saved["jpeg_quality"], saved["enable_pnginfo"], saved["CLIP_stop_at_last_layers"]) == (55, False, 2)
+
+
 def test_onchange_runs_when_the_option_changes(tmp_path):
     bind_runtime(tmp_path)
     seen = []

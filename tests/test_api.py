@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import re
 import threading
 import time
 from dataclasses import dataclass, field
@@ -209,7 +210,7 @@ A1111_ROUTES = {
     ("post", "skip"), ("get", "options"), ("post", "options"), ("get", "cmd-flags"), ("get", "samplers"),
     ("get", "schedulers"), ("get", "sd-models"), ("get", "sd-vae"), ("post", "refresh-checkpoints"),
     ("post", "refresh-vae"), ("get", "embeddings"), ("get", "loras"), ("post", "refresh-loras"),
-    ("get", "prompt-styles"), ("get", "upscalers"), ("get", "latent-upscale-modes"), ("get", "memory"),
+    ("post", "refresh-embeddings"), ("get", "prompt-styles"), ("get", "upscalers"), ("get", "latent-upscale-modes"), ("get", "memory"),
     ("get", "scripts"), ("get", "script-info"), ("get", "extensions"), ("post", "unload-checkpoint"),
     ("post", "reload-checkpoint"), ("get", "hypernetworks"), ("get", "face-restorers"), ("get", "realesrgan-models"),
 }
@@ -739,3 +740,16 @@ def test_no_cors_unless_asked(client, tmp_path):
             assert "access-control-allow-origin" not in cors.get(f"{API}/options", headers=origin).headers
     finally:
         runtime.queue.close()
+
+
+def test_docs_pages_work_offline_from_local_assets(client):
+    """/docs and /redoc load their scripts and styles from this server (no CDN), and every one of them answers."""
+    for page in ("/docs", "/redoc"):
+        html = client.get(page).text
+        urls = re.findall(r"""(?:src|href)=["']([^"']+)["']|url: ?["']([^"']+)["']""", html)
+        urls = [a or b for a, b in urls]
+        assert any(u.endswith(".js") for u in urls), (page, urls)
+        assert "://" not in html.replace("http://www.w3.org", ""), page  # nothing from another host
+        for url in urls:
+            assert url.startswith("/"), (page, url)
+            assert client.get(url).status_code == 200, url

@@ -128,8 +128,8 @@ def test_generate_shows_an_image_with_infotext(page):
 def test_bad_input_shows_an_error_and_the_page_keeps_working(page):
     page.click("button[role=tab]:has-text('img2img')")
     page.click("#img2img_generate")   # no image uploaded
-    page.wait_for_selector("#img2img_html_info .error-box", timeout=30000)
-    assert "init_images" in page.inner_text("#img2img_html_info")
+    page.wait_for_selector("#img2img_error .error-box", timeout=30000)   # beside the Generate button
+    assert "init_images" in page.inner_text("#img2img_error")
     page.click("button[role=tab]:has-text('txt2img')")
     page.fill("#txt2img_prompt textarea", "a green triangle")
     page.fill("#txt2img_seed input", "12")

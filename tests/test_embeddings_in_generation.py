@@ -133,3 +133,32 @@ def test_runtime_gives_each_job_the_current_embeddings_and_styles(tiny_sd1_model
     after = run()
     assert "TI hashes: \"zzred: " in after.infotexts[0]
     assert not np.array_equal(pixels(before), pixels(after))
+
+
+def test_refresh_embeddings_route_rescans_files_changed_in_place(tiny_sd1_model, tmp_path):
+    """POST /sdapi/v1/refresh-embeddings (A1111) reads the folder again even when a file kept its size and time."""
+    import os
+
+    from fastapi.testclient import TestClient
+
+    from modules.api.api import create_api_app
+
+    paths = Paths.from_args(data_dir=tmp_path)
+    runtime = Runtime(args=argparse.Namespace(cors_allow_origins=None, api_auth=None), paths=paths,
+                      opts=Options(), models=SimpleNamespace(current=tiny_sd1_model))
+    write_embeddings(tiny_sd1_model, paths.embeddings_dir)
+    target = paths.embeddings_dir / "zzred.pt"
+
+    def save(step: int) -> None:
+        torch.save({"string_to_param": {"*": token_vector(tiny_sd1_model, "red")[None]}, "name": "zzred",
+                    "step": step, "sd_checkpoint": None, "sd_checkpoint_name": None}, target)
+
+    with TestClient(create_api_app(runtime)) as client:
+        assert client.get("/sdapi/v1/embeddings").json()["loaded"]["zzred"]["step"] == 100
+        stat = target.stat()
+        save(200)
+        os.utime(target, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+        assert target.stat().st_size == stat.st_size  # nothing tells the library the file changed ...
+        assert client.get("/sdapi/v1/embeddings").json()["loaded"]["zzred"]["step"] == 100
+        assert client.post("/sdapi/v1/refresh-embeddings").status_code == 200  # ... but a refresh reads it again
+        assert client.get("/sdapi/v1/embeddings").json()["loaded"]["zzred"]["step"] == 200

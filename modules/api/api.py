@@ -25,6 +25,7 @@ from modules import (extensions, images, infotext, limits, merger, postprocessin
                      sd_vae, training)
 from modules.api import models as m
 from modules.api.codec import MAX_INPUT_PIXELS, ImageDecodeError, decode_image, encode_image
+from modules.api.docs import add_offline_docs
 from modules.api.middleware import ApiRequestMiddleware
 from modules.api.request_body import StrictJsonRoute, validation_error_handler
 from modules.cmd_args import api_credentials
@@ -104,6 +105,7 @@ class Api:
         post(f"{PREFIX}/reload-checkpoint")(self.reload_checkpoint)
         get(f"{PREFIX}/prompt-styles", response_model=list[m.PromptStyleItem])(self.prompt_styles)
         get(f"{PREFIX}/embeddings", response_model=m.EmbeddingsResponse)(self.embeddings)
+        post(f"{PREFIX}/refresh-embeddings")(self.refresh_embeddings)
         get(f"{PREFIX}/loras", response_model=list[m.LoraItem])(self.loras)
         post(f"{PREFIX}/refresh-loras")(self.refresh_loras)
         get(f"{PREFIX}/realesrgan-models", response_model=list[m.RealesrganItem])(self.realesrgan_models)
@@ -493,6 +495,14 @@ class Api:
         """The embeddings folder as loaded for the current model (empty while none is loaded)."""
         return m.EmbeddingsResponse(**self.runtime.embeddings.api_listing(self.runtime.models.current))
 
+    async def refresh_embeddings(self) -> None:
+        """Read the embeddings folder again now, even files changed in place (A1111's force reload)."""
+        library = self.runtime.embeddings
+        library.refresh()
+        model = self.runtime.models.current
+        if model is not None:
+            await run_in_threadpool(library.for_model, model)
+
     def loras(self) -> list[m.LoraItem]:
         return [m.LoraItem(**item) for item in self.runtime.loras.api_listing()]
 
@@ -702,6 +712,7 @@ def mount_api(app: FastAPI, runtime: Runtime, *, max_body_bytes: int = DEFAULT_M
 
 def create_api_app(runtime: Runtime, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> FastAPI:
     """A FastAPI app serving only the API (``--nowebui``); docs at ``/docs``."""
-    app = FastAPI(title="Stable Diffusion API (A1111-compatible)")
+    app = FastAPI(title="Stable Diffusion API (A1111-compatible)", docs_url=None, redoc_url=None)
     mount_api(app, runtime, max_body_bytes=max_body_bytes)
+    add_offline_docs(app)
     return app
