@@ -89,11 +89,13 @@ def count_tokens(text: str, limit: int) -> int:
 
 @functools.lru_cache(maxsize=1)
 def _tokenizer():
-    from transformers import CLIPTokenizerFast
+    # The submodule itself, not transformers' lazy top-level name: a request may count tokens while the model loads
+    # on another thread, and two threads resolving the lazy name at once can fail with ImportError.
+    from transformers.models.clip.tokenization_clip import CLIPTokenizer
 
     from modules.paths import CONFIGS_DIR
 
-    return CLIPTokenizerFast.from_pretrained(CONFIGS_DIR / "sd15" / "tokenizer")
+    return CLIPTokenizer.from_pretrained(CONFIGS_DIR / "sd15" / "tokenizer")
 
 
 def _texts(value: Any) -> list[str]:
