@@ -75,8 +75,9 @@ def default_model(tmp_path_factory):
 def test_cheap_preview_of_the_default_model_matches_the_decode_and_costs_far_less(default_model, monkeypatch):
     """The default model's VAE is not a known one: its map is fitted at load; its preview shows the decode's colours."""
     finals = []
-    decode = processing.decode_latents
-    monkeypatch.setattr(processing, "decode_latents", lambda m, lat: finals.append(lat.clone()) or decode(m, lat))
+    decode, to_tensor = processing.decode_latents, processing.decode_to_tensor
+    monkeypatch.setattr(processing, "decode_to_tensor",
+                        lambda m, lat, state=None: finals.append(lat.clone()) or to_tensor(m, lat, state))
     assert live_previews.linear_map(default_model).source == "fitted"
     for prompt, colour in (("a red circle", "red"), ("a blue square", "blue"), ("a green triangle", "green")):
         run(default_model, Options(samples_save=False, live_previews_enable=False), prompt=prompt, steps=15)
