@@ -661,7 +661,6 @@ class Processed:
             "clip_skip": p.effective_clip_skip(),
             "is_using_inpainting_conditioning": bool(getattr(p.sd_model, "is_inpaint", False)),
             "version": infotext.VERSION,
-            "comments": self.comments,
         }, ensure_ascii=False)
 
 
