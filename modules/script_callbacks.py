@@ -161,7 +161,7 @@ def _call(event: str, *args: Any, **kwargs: Any) -> list[Any]:
 
 
 # Callbacks that build parts of the page run on the builder's thread, untimed (contained all the same).
-_PAGE_EVENTS = frozenset({"ui_tabs", "ui_settings"})
+_PAGE_EVENTS = frozenset({"ui_tabs", "ui_settings", "before_ui", "before_component", "after_component"})
 
 
 def _remove(event: str, cb: ScriptCallback) -> None:

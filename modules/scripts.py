@@ -98,6 +98,12 @@ class MaskBlendArgs:
         return self.denoiser is None
 
 
+@dataclass
+class OnComponent:
+    """What ``Script.on_before_component`` / ``on_after_component`` callbacks get: the component of their elem_id."""
+    component: Any
+
+
 class Script:
     """Base class of custom scripts; override what you need. Attributes are A1111's."""
 
@@ -114,6 +120,8 @@ class Script:
     controls: list[Any] | None = None
     infotext_fields: list[tuple[Any, Any]] | None = None    # (component, infotext key or fn(params) -> value)
     paste_field_names: list[str] | None = None
+    on_before_component_elem_id: list[tuple[str, Callable[..., Any]]] | None = None   # (elem_id, callback)
+    on_after_component_elem_id: list[tuple[str, Callable[..., Any]]] | None = None
 
     def title(self) -> str:
         raise NotImplementedError
@@ -179,6 +187,27 @@ class Script:
 
     def postprocess(self, p: StableDiffusionProcessing, processed: Processed, *args: Any) -> None:
         pass
+
+    def before_component(self, component: Any, **kwargs: Any) -> None:
+        """Called before each component of this script's tab is created (``kwargs``: its arguments, ``elem_id`` ...);
+        components created here land before it."""
+        pass
+
+    def after_component(self, component: Any, **kwargs: Any) -> None:
+        """Called after each component of this script's tab was created (find the app's ones by ``elem_id``)."""
+        pass
+
+    def on_before_component(self, callback: Callable[[OnComponent], None], *, elem_id: str) -> None:
+        """Call ``callback(OnComponent(component))`` before the component ``elem_id`` of this tab is created."""
+        if self.on_before_component_elem_id is None:
+            self.on_before_component_elem_id = []
+        self.on_before_component_elem_id.append((elem_id, callback))
+
+    def on_after_component(self, callback: Callable[[OnComponent], None], *, elem_id: str) -> None:
+        """Call ``callback(OnComponent(component))`` after the component ``elem_id`` of this tab was created."""
+        if self.on_after_component_elem_id is None:
+            self.on_after_component_elem_id = []
+        self.on_after_component_elem_id.append((elem_id, callback))
 
     def elem_id(self, item_id: str) -> str:
         """``script_<tab>_<title>_<item_id>``; the tab part only when the script shows on both tabs the same way."""
@@ -264,6 +293,29 @@ class ScriptRunner:
 
     def _active(self, scripts: list[Script]) -> list[Script]:
         return [s for s in scripts if s.source.active]
+
+    # -- component hooks (modules.a1111.component_hooks calls them while the tab is built) --------------------------
+    def before_component(self, component: Any, **kwargs: Any) -> None:
+        self._component_hooks("before", component, kwargs)
+
+    def after_component(self, component: Any, **kwargs: Any) -> None:
+        self._component_hooks("after", component, kwargs)
+
+    def _component_hooks(self, when: str, component: Any, kwargs: dict[str, Any]) -> None:
+        """A1111's order: the ``on_<when>_component(elem_id=)`` callbacks of this elem_id, then every script's
+        ``<when>_component``. Run on the page builder's thread (they create components); failures are contained."""
+        elem_id = kwargs.get("elem_id")
+        hook = f"{when}_component"
+        for script in self._active(self.scripts):
+            for wanted, callback in list(getattr(script, f"on_{hook}_elem_id", None) or []):
+                if wanted == elem_id and script.source.active:
+                    extensions.guarded(script.source, f"on_{hook} callback of script {self.titles[script]!r} for "
+                                       f"{elem_id!r}", callback, (OnComponent(component),), timed=False)
+        for script in self._active(self.scripts):
+            method = getattr(type(script), hook, None)
+            if method is not getattr(Script, hook) and script.source.active:
+                extensions.guarded(script.source, f"{hook}() of script {self.titles[script]!r}",
+                                   getattr(script, hook), (component,), kwargs, timed=False)
 
     # -- UI and arg layout ------------------------------------------------------------------------------------------
     def setup_ui(self) -> list[Any]:

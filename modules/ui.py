@@ -16,7 +16,7 @@ from PIL import Image
 from pydantic import ValidationError
 
 from modules import extension_git, extensions, page, script_callbacks
-from modules.a1111 import options as extension_options
+from modules.a1111 import component_hooks, options as extension_options
 from modules import infotext as infotext_mod
 from modules.options import Options
 from modules.runtime import Runtime
@@ -247,8 +247,10 @@ class GenerationControls:
                 self.subseed_strength = gr.Slider(0, 1, value=0, step=0.01, label="Variation strength",
                                                   elem_id=f"{self.tab}_subseed_strength")
             with gr.Row():
-                self.seed_resize_from_w = gr.Slider(0, 2048, value=0, step=8, label="Resize seed from width")
-                self.seed_resize_from_h = gr.Slider(0, 2048, value=0, step=8, label="Resize seed from height")
+                self.seed_resize_from_w = gr.Slider(0, 2048, value=0, step=8, label="Resize seed from width",
+                                                    elem_id=f"{self.tab}_seed_resize_from_w")
+                self.seed_resize_from_h = gr.Slider(0, 2048, value=0, step=8, label="Resize seed from height",
+                                                    elem_id=f"{self.tab}_seed_resize_from_h")
 
     def outputs(self) -> None:
         # "contain": a picture is shown whole, a wide grid too (Gradio's default "cover" crops it to a square)
@@ -873,6 +875,7 @@ def settings_tab(runtime: Runtime) -> tuple[Any, Callable[[], list[Any]], list[g
 # ---------------------------------------------------------------------------------------------------------------------
 # the page
 # ---------------------------------------------------------------------------------------------------------------------
+@component_hooks.page_build   # extensions' before_component / after_component see every component of the page
 def create_ui(runtime: Runtime) -> gr.Blocks:
     script_callbacks.before_ui_callback()
     samplers, schedulers = sampler_choices()
