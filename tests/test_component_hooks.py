@@ -158,3 +158,31 @@ def test_no_hooks_outside_a_page_build(page):
     with gr.Blocks():
         gr.Textbox(elem_id="txt2img_prompt")
     assert len(module.seen) == count
+
+
+def test_a_subclass_of_a_gradio_component_keeps_its_properties_in_the_page():
+    """sd-webui-ar's ``class ARButton(ToolButton): def __init__(self, ar=1.0, **kwargs)``: Gradio 6 reads a
+    component's page properties from its own ``__init__`` signature, which hides the button's text and id."""
+    from modules import a1111
+
+    a1111.install()
+    from modules.ui_components import FormRow, InputAccordion, ToolButton
+
+    class ARButton(ToolButton):
+        def __init__(self, ar=1.0, **kwargs):
+            super().__init__(**kwargs)
+            self.ar = ar
+
+    with gr.Blocks() as demo:
+        with FormRow(elem_id="ar_row"):
+            ARButton(ar=1.5, value="3:2", elem_id="ar_button", visible=False)
+        with InputAccordion(True, label="Options", elem_id="ar_accordion"):
+            gr.Textbox()
+    props = {c["props"].get("elem_id"): (c["type"], c["props"]) for c in demo.get_config_file()["components"]}
+    kind, button = props["ar_button"]
+    assert kind == "button" and button["value"] == "3:2" and button["visible"] is False
+    assert "tool" in button["elem_classes"]
+    kind, row = props["ar_row"]
+    assert kind == "row" and "form" in row["elem_classes"]
+    kind, accordion = props["ar_accordion"]
+    assert kind == "checkbox" and accordion["value"] is True and accordion["label"] == "Enable"

@@ -10,7 +10,11 @@
 - constructor arguments Gradio 6 renamed: ``source=`` -> ``sources=[...]``, ``show_copy_button=True`` ->
   ``buttons=["copy"]``, ``tooltip=`` -> ``info=`` where the component has one; ``gr.Box`` -> ``gr.Group``;
 - constructor arguments of Gradio 3 that have no Gradio 6 equivalent (``tool=``, ``brush_radius=``, ``shape=``, a
-  Button's ``tooltip``, ...) are dropped with a warning in the log that names the component and the argument.
+  Button's ``tooltip``, ...) are dropped with a warning in the log that names the component and the argument;
+- a subclass of a Gradio component or layout defined outside Gradio (A1111's ``ToolButton``, ``FormRow``, an
+  extension's ``class ARButton(ToolButton)`` with ``__init__(self, ar, **kwargs)``) sends the page the properties of
+  the Gradio class it extends (label, value, elem_id, visible, ...): Gradio 6 reads them from the signature of the
+  instance's own ``__init__``, which a ``**kwargs`` subclass hides, so its button had no text and no id.
 
 Only arguments that Gradio 6 would reject are touched, and only names Gradio 6 lacks are added, so the app's own UI
 (written for Gradio 6) behaves exactly as before. Any other unknown argument still raises Gradio's TypeError.
@@ -59,6 +63,7 @@ def install() -> None:
     for name in ("load", "unload"):
         setattr(gr.Blocks, name, _translating_listener(getattr(gr.Blocks, name)))
     Dependency.__init__ = _dependency_init(Dependency.__init__)
+    Block.get_config = _config_of_gradio_base(Block.get_config)
     _installed = True
 
 
@@ -135,6 +140,25 @@ def _style(self: Any, **kwargs: Any) -> Any:
         else:
             raise TypeError(f"{type(self).__name__}.style() got an unexpected keyword argument {key!r}")
     return self
+
+
+# -- subclasses defined outside Gradio ---------------------------------------------------------------------------------
+def _config_of_gradio_base(get_config: Callable[..., dict[str, Any]]) -> Callable[..., dict[str, Any]]:
+    if getattr(get_config, "_gradio3", False):
+        return get_config
+
+    @functools.wraps(get_config)
+    def config(self: Any, cls: type | None = None) -> dict[str, Any]:
+        own = type(self)
+        if cls is not None or own.__module__.split(".")[0] == "gradio":
+            return get_config(self, cls)
+        base = next((k for k in own.__mro__ if k.__module__.split(".")[0] == "gradio"), None)
+        if base is None:
+            return get_config(self, cls)
+        return {**get_config(self, own), **get_config(self, base)}
+
+    config._gradio3 = True  # type: ignore[attr-defined]
+    return config
 
 
 # -- event listeners ----------------------------------------------------------------------------------------------------
