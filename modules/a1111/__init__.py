@@ -44,6 +44,7 @@ MODULES: dict[str, str] = {
     "modules.hashes": "modules.a1111.hashes",
     "modules.upscaler": "modules.a1111.upscaler",   # A1111's classes on the registry of modules/upscalers.py
     "modules.deepbooru": "modules.a1111.deepbooru",
+    "modules.safe": "modules.a1111.safe",
     "launch": "modules.a1111.launch",
 }
 

@@ -34,6 +34,17 @@ A1111_REPOSITORIES = {
     "sgm": "A1111's SDXL model code (generative-models); this web UI runs models through diffusers",
 }
 
+# Packages A1111's own requirements install that this web UI's environment does not have: a failure report that says
+# one is missing says why (``describe``; imports and ``find_spec`` behave as usual).
+A1111_PACKAGES = {
+    "torchvision": "A1111 installs torchvision beside torch; no torchvision build matches this web UI's torch "
+                   "2.13 CPU, so it cannot be installed here and an extension that needs it (ultralytics detection "
+                   "models, torchvision transforms) cannot run",
+    "cv2": "OpenCV, the opencv-python package A1111 installs; this web UI does not ship it",
+    "ultralytics": "the YOLO detection package (it needs torchvision, which cannot be installed beside this web "
+                   "UI's torch 2.13 CPU)",
+}
+
 _finder = _MissingModuleFinder()
 
 
@@ -68,6 +79,9 @@ def describe(exc: BaseException) -> str:
     """``exc`` as an extension's failure report shows it. Python's ``from modules.x import name`` error drops the
     module's own message, so an A1111 name missing from one of the app's modules is named here again."""
     text = f"{type(exc).__name__}: {exc}"
+    top = (getattr(exc, "name", None) or "").split(".")[0]
+    if isinstance(exc, ModuleNotFoundError) and top in A1111_PACKAGES and A1111_PACKAGES[top] not in text:
+        text += f" ({A1111_PACKAGES[top]})"
     match = _CANNOT_IMPORT.search(str(exc)) if isinstance(exc, ImportError) else None
     if match and NOTE not in text:
         text += f" ({NOTE})"
