@@ -189,6 +189,7 @@ class StableDiffusionProcessing(BaseModel):
     subseeds: list[int] = Field(default_factory=list, exclude=True)
     extra_network_data: dict[str, Any] = Field(default_factory=dict, exclude=True)
     sampler: Any = Field(None, exclude=True)              # the diffusers scheduler of the running pass
+    rng: Any = Field(None, exclude=True)                  # rng.ImageRNG of the batch being sampled (A1111 p.rng)
     cached_c: list[Any] = Field(default_factory=lambda: [None, None], exclude=True)   # conditioning is never cached
     cached_uc: list[Any] = Field(default_factory=lambda: [None, None], exclude=True)  # here: kept for extensions
     color_corrections: list[Any] | None = Field(None, exclude=True)   # from setup_color_correction, per image
@@ -328,8 +329,9 @@ class StableDiffusionProcessingTxt2Img(StableDiffusionProcessing):
     def sample_batch(self, model, conds, unconds, seeds, subseeds):
         f = model.vae_scale_factor
         shape = (model.unet.config.in_channels if not model.is_inpaint else 4, self.height // f, self.width // f)
-        noise = rng.create_noise(shape, seeds, subseeds, self.subseed_strength, self.seed_resize_from_h,
-                                 self.seed_resize_from_w, vae_scale_factor=f).to(model.device)
+        self.rng = rng.ImageRNG(shape, seeds, subseeds, self.subseed_strength, self.seed_resize_from_h,
+                                self.seed_resize_from_w, vae_scale_factor=f)   # A1111's p.rng
+        noise = self.rng.next().to(model.device)
         _run_hook(self, "process_before_every_sampling", x=noise, noise=noise, c=conds, uc=unconds)
         scheduler = make_scheduler(self, model, seeds=seeds)
         scheduler.set_timesteps(self.steps, device=model.device)
@@ -527,8 +529,9 @@ class StableDiffusionProcessingImg2Img(StableDiffusionProcessing):
         batch_images = [self._images[(self.iteration * self.batch_size + i) % len(self._images)] for i in range(n)]
         init_latents = self.init_latent = encode_images(model, batch_images)
         shape = tuple(init_latents.shape[1:])
-        noise = rng.create_noise(shape, seeds, subseeds, self.subseed_strength, self.seed_resize_from_h,
-                                 self.seed_resize_from_w, vae_scale_factor=model.vae_scale_factor).to(model.device)
+        self.rng = rng.ImageRNG(shape, seeds, subseeds, self.subseed_strength, self.seed_resize_from_h,
+                                self.seed_resize_from_w, vae_scale_factor=model.vae_scale_factor)   # A1111's p.rng
+        noise = self.rng.next().to(model.device)
         multiplier = self.initial_noise_multiplier if self.initial_noise_multiplier is not None else self.opts.initial_noise_multiplier
         if multiplier != 1.0:
             self.extra_generation_params["Noise multiplier"] = multiplier

@@ -114,3 +114,32 @@ def generators(seeds: Sequence[int], shape_per_image: Shape, *, eta_noise_seed_d
         torch.randn(shape_per_image, generator=generator)  # the initial noise this generator already gave
         result.append(generator)
     return result
+
+
+class ImageRNG:
+    """A1111's ``p.rng`` (``rng.ImageRNG``): the noise of one batch. The first ``next()`` gives the batch's initial
+    noise ``[len(seeds), C, H, W]`` (``create_noise``: seeds, variation seeds, seed resize); each later ``next()``
+    gives further noise of that shape, image ``i``'s from its own generator continuing after its initial noise."""
+
+    def __init__(self, shape: Shape, seeds: Sequence[int], subseeds: Sequence[int] | None = None,
+                 subseed_strength: float = 0.0, seed_resize_from_h: int = 0, seed_resize_from_w: int = 0, *,
+                 vae_scale_factor: int = 8) -> None:
+        self.shape = tuple(int(v) for v in shape)
+        self.seeds, self.subseeds = list(seeds), list(subseeds) if subseeds is not None else None
+        self.subseed_strength = subseed_strength
+        self.seed_resize_from_h, self.seed_resize_from_w = seed_resize_from_h, seed_resize_from_w
+        self.vae_scale_factor = vae_scale_factor
+        self.generators: list[torch.Generator] | None = None
+        self.is_first = True
+
+    def first(self) -> torch.Tensor:
+        return create_noise(self.shape, self.seeds, self.subseeds, self.subseed_strength, self.seed_resize_from_h,
+                            self.seed_resize_from_w, vae_scale_factor=self.vae_scale_factor)
+
+    def next(self) -> torch.Tensor:
+        if self.is_first:
+            self.is_first = False
+            return self.first()
+        if self.generators is None:
+            self.generators = generators(self.seeds, self.shape)
+        return torch.stack([torch.randn(self.shape, generator=g) for g in self.generators])

@@ -54,3 +54,43 @@ def test_a_package_a1111_ships_and_this_app_lacks_is_named_with_why(ext_dir):
         import torchvision  # noqa: F401
     except ModuleNotFoundError as e:
         assert "cannot be installed here" in missing.describe(e)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# p.rng
+# ---------------------------------------------------------------------------------------------------------------------
+def test_image_rng_first_is_the_batch_noise_and_next_continues_each_images_generator():
+    from modules import rng
+
+    shape = (4, 8, 8)
+    image_rng = rng.ImageRNG(shape, [5, 6], [9, 10], 0.3, vae_scale_factor=8)
+    first = image_rng.next()
+    assert torch.equal(first, rng.create_noise(shape, [5, 6], [9, 10], 0.3))
+    second = image_rng.next()
+    assert second.shape == (2, *shape) and not torch.equal(first, second)
+    continued = rng.generators([5], shape)[0]                 # image 0's generator after its initial noise
+    assert torch.equal(second[0], torch.randn(shape, generator=continued))
+    assert torch.equal(rng.ImageRNG(shape, [6]).next()[0], rng.create_noise(shape, [6])[0])   # per image
+
+
+@pytest.mark.parametrize("tab", ["txt2img", "img2img"])
+def test_p_rng_gives_the_noise_the_batch_starts_from(tiny_sd1_model, tab):
+    from tests.test_script_hooks import Hook, hooked
+
+    Hook.actions, Hook.calls = {}, []
+    seen = {}
+
+    def record(p, *args, **kwargs):
+        seen["rng"], seen["noise"] = p.rng, kwargs["noise"].clone()
+        seen["more"] = p.rng.next()            # an extension drawing more noise for the batch (as in A1111)
+
+    Hook.actions["process_before_every_sampling"] = record
+    runner, p = hooked(tiny_sd1_model, tab, seed=321, batch_size=2)
+    processed = runner.run(p)
+    assert len(processed.images[processed.index_of_first_image:]) == 2
+    from modules import rng
+
+    shape = tuple(seen["noise"].shape[1:])
+    assert seen["rng"].seeds == [321, 322]
+    assert torch.equal(seen["noise"].cpu(), rng.create_noise(shape, [321, 322]))
+    assert torch.equal(seen["more"][1], torch.randn(shape, generator=rng.generators([322], shape)[0]))
