@@ -57,6 +57,8 @@ class Runtime:
                                 getattr(args, "allowed_output_dirs", None))
         paths.ensure()
         opts = Options.load(paths.config_file)
+        if not paths.config_file.exists():
+            opts.save()   # as A1111, the settings file exists once the app ran (extensions serve / read it)
         device = pick_device(getattr(args, "device", None))
         from modules.paths import CONFIGS_DIR
 

@@ -3,6 +3,8 @@ prompter, wildcards, ...), each with its effect; extension code here is syntheti
 from __future__ import annotations
 
 import importlib
+import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -94,3 +96,17 @@ def test_p_rng_gives_the_noise_the_batch_starts_from(tiny_sd1_model, tab):
     assert seen["rng"].seeds == [321, 322]
     assert torch.equal(seen["noise"].cpu(), rng.create_noise(shape, [321, 322]))
     assert torch.equal(seen["more"][1], torch.randn(shape, generator=rng.generators([322], shape)[0]))
+
+
+def test_the_settings_file_exists_once_the_app_ran(tmp_path):
+    """stable-diffusion-webui-state serves ``shared.cmd_opts.ui_settings_file`` to its page code."""
+    from modules import cmd_args, shared
+    from modules.runtime import Runtime
+
+    runtime = Runtime.create(cmd_args.parse_args(["--data-dir", str(tmp_path)]))
+    try:
+        settings_file = Path(shared.cmd_opts.ui_settings_file)
+        assert settings_file == tmp_path / "config.json" and settings_file.is_file()
+        assert json.loads(settings_file.read_text())["samples_format"] == runtime.opts.samples_format
+    finally:
+        shared.bind(None)
