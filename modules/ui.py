@@ -223,6 +223,7 @@ class GenerationControls:
             with gr.Column():
                 self.width = gr.Slider(64, 2048, value=self.native_size, step=8, label="Width", elem_id=f"{self.tab}_width")
                 self.height = gr.Slider(64, 2048, value=self.native_size, step=8, label="Height", elem_id=f"{self.tab}_height")
+            self.res_switch = gr.Button("⇅", elem_id=f"{self.tab}_res_switch_btn", scale=0, min_width=40)  # A1111's swap
             with gr.Column():
                 self.n_iter = gr.Slider(1, 100, value=1, step=1, label="Batch count", elem_id=f"{self.tab}_batch_count")
                 self.batch_size = gr.Slider(1, 8, value=1, step=1, label="Batch size", elem_id=f"{self.tab}_batch_size")
@@ -326,6 +327,7 @@ class GenerationControls:
         self.sampler_name.change(schedule_choices, [self.sampler_name, self.scheduler], self.scheduler, queue=False)
         self.skip.click(lambda: runtime.queue.skip() and None, None, None, queue=False)
         self.random_seed.click(lambda: -1, None, self.seed, queue=False)
+        self.res_switch.click(lambda w, h: (h, w), [self.width, self.height], [self.width, self.height], queue=False)
         self.reuse_seed.click(seed_from_info, self.generation_info, self.seed, queue=False)
         for box, counter, negative in ((self.prompt, self.prompt_tokens, False),
                                        (self.negative_prompt, self.negative_tokens, True)):

@@ -186,3 +186,14 @@ def test_a_subclass_of_a_gradio_component_keeps_its_properties_in_the_page():
     assert kind == "row" and "form" in row["elem_classes"]
     kind, accordion = props["ar_accordion"]
     assert kind == "checkbox" and accordion["value"] is True and accordion["label"] == "Enable"
+
+
+def test_the_swap_button_swaps_width_and_height(page):
+    """A1111's ⇅ (``<tab>_res_switch_btn``; the aspect-ratio-helper extension's page code builds on it)."""
+    demo, _ = page
+    blocks = by_elem_id(demo)
+    for tab in ("txt2img", "img2img"):
+        button, width, height = (blocks[f"{tab}_{name}"] for name in ("res_switch_btn", "width", "height"))
+        dep = next(d for d in demo.fns.values() if (button._id, "click") in [(t[0], t[1]) for t in d.targets])
+        assert [c._id for c in dep.inputs] == [width._id, height._id] == [c._id for c in dep.outputs]
+        assert dep.fn(512, 768) == (768, 512)
