@@ -19,6 +19,8 @@ from typing import Any
 
 import torch
 
+from modules import infotext
+
 DEFAULT_MIMIC_SCALE = 7.0
 
 
@@ -89,7 +91,7 @@ class Guidance:
     def infotext_params(self) -> dict[str, Any]:
         params: dict[str, Any] = {}
         if self.rescale > 0:
-            params["CFG rescale"] = self.rescale
+            params[infotext.CFG_RESCALE_KEY] = self.rescale
         if self.threshold_ratio > 0:
             params["Dynamic thresholding"] = self.threshold_ratio
             params["Dynamic thresholding mimic scale"] = self.mimic_scale

@@ -66,6 +66,10 @@ _PARSE_DEFAULTS: dict[str, Any] = {
 }
 
 
+# CFG rescale (modules.guidance): the key A1111's CFG Rescale extension writes; other spellings are read as it.
+CFG_RESCALE_KEY, _CFG_RESCALE_ALIASES = "CFG Rescale φ", ("CFG Rescale phi", "CFG rescale")
+
+
 def quote(value: Any) -> str:
     """A parameter value as written: JSON-quoted when it contains ``,``, ``:`` or a newline, else ``str(value)``."""
     text = str(value)
@@ -251,6 +255,9 @@ def parse_generation_parameters(text: str) -> dict[str, Any]:
         result["Emphasis"] = "Original"  # weighted prompts written before the Emphasis setting existed
     if "Sampler" in result:
         _split_combined_sampler(result)
+    for alias in _CFG_RESCALE_ALIASES:  # CFG rescale under the other names it was written with
+        if alias in result:
+            result.setdefault(CFG_RESCALE_KEY, result[alias])
     return result
 
 

@@ -53,6 +53,7 @@ class Options(BaseModel):
     s_tmin: float = Field(0.0, ge=0.0, le=10.0, description="sigma tmin")
     s_tmax: float = Field(0.0, ge=0.0, le=999.0, description="sigma tmax")
     s_noise: float = Field(1.0, ge=0.0, le=1.1, description="sigma noise")
+    sd_noise_schedule: Literal["Default", "Zero Terminal SNR"] = Field("Default", description="Noise schedule for sampling (Zero Terminal SNR: for models trained with it; those marked so use it by themselves)")
     # Saving images
     samples_save: bool = Field(True, description="Always save all generated images")
     samples_format: Literal["png", "jpg", "jpeg", "webp"] = Field("png", description="File format for images")

@@ -29,7 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator,
 from tqdm.auto import tqdm
 
 from modules import (attention, conditioning, extra_networks, guidance, images, infotext, limits, live_previews,
-                     masking, rng, script_callbacks, sd_samplers, styles)
+                     masking, noise_schedule, rng, script_callbacks, sd_samplers, styles)
 from modules.options import Options
 from modules.paths import confine
 from modules.progress import JobState
@@ -716,10 +716,12 @@ def _process(p: StableDiffusionProcessing) -> Processed:
     _run_hook(p, "before_process")
     model, state, opts = p.sd_model, p.state, p.opts
     t0 = time.perf_counter()
+    zero_terminal_snr = noise_schedule.enabled(opts, model)
     try:  # unknown names, pairs that cannot run and an eta the sampler cannot take fail before any work
-        sd_samplers.check(p.sampler_name, p.scheduler, eta=p.eta, opts=opts)
+        sd_samplers.check(p.sampler_name, p.scheduler, eta=p.eta, opts=opts, zero_terminal_snr=zero_terminal_snr)
         if getattr(p, "hr_sampler_name", None) or getattr(p, "hr_scheduler", None):
-            sd_samplers.check(p.hr_sampler_name or p.sampler_name, p.hr_scheduler or p.scheduler, eta=p.eta, opts=opts)
+            sd_samplers.check(p.hr_sampler_name or p.sampler_name, p.hr_scheduler or p.scheduler, eta=p.eta, opts=opts,
+                              zero_terminal_snr=zero_terminal_snr)
     except ValueError as e:
         raise GenerationError(str(e)) from None
     _check_size(p, model)
@@ -732,6 +734,7 @@ def _process(p: StableDiffusionProcessing) -> Processed:
     _outdir(p, grid=False), _outdir(p, grid=True)  # a folder outside the data dir fails the job before any work
     p.init(model)
     p.extra_generation_params.update(guidance.Guidance.of(p, model).infotext_params())
+    p.extra_generation_params.update(noise_schedule.infotext_params(zero_terminal_snr))
     _run_hook(p, "process")
     state.job_count = max(state.job_count, p.n_iter)
     outputs: list[Image.Image] = []
@@ -915,7 +918,7 @@ def make_scheduler(p: StableDiffusionProcessing, model: Any, sampler_name: str |
         p.sampler = sd_samplers.create_scheduler(
             sampler_name or p.sampler_name, scheduler_name or p.scheduler, model.scheduler_config, eta=p.eta,
             opts=p.opts, s_churn=p.s_churn, s_tmin=p.s_tmin, s_tmax=p.s_tmax, s_noise=p.s_noise, noise_seeds=seeds,
-            family=model.family)
+            family=model.family, zero_terminal_snr=noise_schedule.enabled(p.opts, model))
     except ValueError as e:
         raise GenerationError(str(e)) from None
     eta_ancestral = getattr(p.sampler, "eta_ancestral", None)

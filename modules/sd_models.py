@@ -15,6 +15,11 @@ Prediction type (epsilon or v), first match wins:
 4. the config folder named by the ``sd_config`` metadata: its scheduler's ``prediction_type``;
 5. SD2 (where 768-v and 512-base share every key): ``probe_prediction_type`` on the loaded UNet;
 6. epsilon.
+
+Zero terminal SNR (``SDModel.zero_terminal_snr``, ``modules.noise_schedule``): a ``ztsnr`` key in a single file's
+state dict, or ``rescale_betas_zero_snr`` in the scheduler config of a diffusers folder (or of the config folder a
+file's ``sd_config`` names). A single file's marker is written into its pipeline's scheduler config, with trailing
+spacing, so the loaded model's ``scheduler_config`` says it either way.
 """
 from __future__ import annotations
 
@@ -36,7 +41,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file
 
-from modules import live_previews, sd_vae
+from modules import live_previews, noise_schedule, sd_vae
 from modules.ldm_convert import Family
 from modules.options import Options
 from modules.paths import CONFIGS_DIR, Paths
@@ -404,6 +409,7 @@ class ModelSpec:
     config_dir: Path
     prediction_type: PredictionType | None
     input_channels: int | None
+    zero_terminal_snr: bool = False   # the file's ``ztsnr`` marker key
 
 
 def family_config_name(family: Family, prediction_type: PredictionType) -> str:
@@ -429,6 +435,7 @@ class SDModel:
     device: torch.device
     vae_info: VaeInfo | None = None  # a separate VAE in use, None for the checkpoint's own
     base_vae: torch.nn.Module | None = field(default=None, repr=False)  # the checkpoint's own VAE while one is swapped in
+    zero_terminal_snr: bool = False  # trained with zero terminal SNR (its scheduler config says so)
 
     def _pipe(self) -> DiffusionPipeline:
         if self.pipe is None:
@@ -711,9 +718,11 @@ class ModelManager:
         for component in pipe.components.values():
             if isinstance(component, torch.nn.Module):
                 _prepare(component, self.device)
-        log.info("loaded %s (%s, %s)", info.title, family, prediction_type)
+        zero_terminal_snr = noise_schedule.declared_by_scheduler_config(pipe.scheduler.config)
+        log.info("loaded %s (%s, %s%s)", info.title, family, prediction_type,
+                 ", zero terminal SNR" if zero_terminal_snr else "")
         return SDModel(pipe=pipe, family=family, prediction_type=prediction_type, sd_checkpoint_info=info,
-                       config_dir=config_dir, device=self.device)
+                       config_dir=config_dir, device=self.device, zero_terminal_snr=zero_terminal_snr)
 
     def _hash_and_verify(self, info: CheckpointInfo) -> None:
         """Hash the checkpoint; if ``<file>.sha256`` or ``<stem>.sha256`` lies beside it, the hashes must agree."""
@@ -735,20 +744,22 @@ class ModelManager:
                 f"{path.name}: not a Stable Diffusion checkpoint that this app knows (SD1.x, SD2.x, SDXL base or "
                 "refiner): no UNet or no known text encoder keys")
         declared = declared_prediction_type(path, header)
+        ztsnr = noise_schedule.declared_by_keys(header.keys)
         named = header.metadata.get("sd_config")
         if named:
             config_dir = self._config_dir(named)
             if config_dir is None:
                 raise CheckpointLoadError(f"{path.name}: its metadata asks for config {named!r}, which is not in "
                                           f"{', '.join(map(str, self.configs_dirs))}")
-            return ModelSpec(family, config_dir, declared or _scheduler_prediction_type(config_dir), header.input_channels)
+            return ModelSpec(family, config_dir, declared or _scheduler_prediction_type(config_dir), header.input_channels,
+                             ztsnr)
         config_name = family_config_name(family, declared or "epsilon")
         config_dir = self._config_dir(config_name)
         if config_dir is None:
             raise CheckpointLoadError(f"{path.name}: config {config_name!r} for {family} is missing")
         inpaint = header.input_channels == 9
         prediction_type = declared or (None if family == "sd2" and not inpaint else "epsilon")
-        return ModelSpec(family, config_dir, prediction_type, header.input_channels)
+        return ModelSpec(family, config_dir, prediction_type, header.input_channels, ztsnr)
 
     def _load_single_file(self, path: Path) -> tuple[DiffusionPipeline, Family, PredictionType, Path]:
         header = CheckpointHeader.of_safetensors(path) if path.suffix == ".safetensors" else None
@@ -843,4 +854,6 @@ def build_pipeline(state_dict: StateDict, spec: ModelSpec,
     pipe = DiffusionPipeline.from_pretrained(config, local_files_only=True, **components)
     if pipe.scheduler.config.get("prediction_type") != spec.prediction_type:
         pipe.scheduler = type(pipe.scheduler).from_config(pipe.scheduler.config, prediction_type=spec.prediction_type)
+    if spec.zero_terminal_snr:
+        pipe.scheduler.register_to_config(rescale_betas_zero_snr=True, timestep_spacing="trailing")
     return pipe, spec

@@ -37,6 +37,7 @@ import numpy as np
 if TYPE_CHECKING:  # diffusers is imported on first use: listing samplers must not cost its import time
     from diffusers.schedulers.scheduling_utils import SchedulerMixin
 
+from modules import noise_schedule
 from modules.options import Options
 
 AUTOMATIC = "Automatic"
@@ -295,13 +296,15 @@ def create_scheduler(sampler_name: str, scheduler: str | None, model_scheduler_c
                      eta: float | None = None, opts: Options | None = None,
                      s_churn: float | None = None, s_tmin: float | None = None, s_tmax: float | None = None,
                      s_noise: float | None = None, noise_seeds: Sequence[int] | None = None,
-                     family: str | None = None) -> SchedulerMixin:
+                     family: str | None = None, zero_terminal_snr: bool = False) -> SchedulerMixin:
     """A fresh diffusers scheduler for ``sampler_name`` + ``scheduler`` on the model's noise schedule.
 
     ``eta`` and ``s_*`` override the options (``opts.eta_ddim``, ``opts.eta_ancestral``, ``opts.s_churn``, ...), as
     A1111's per-request values do; they reach ``step()`` of the samplers whose diffusers scheduler takes them.
     ``noise_seeds`` (one per image of the batch) seed DPM++ SDE's Brownian-tree noise so each image's noise depends
     only on its own seed; without them the tree has the fixed seed 0. ``family`` picks Align Your Steps' table.
+    ``zero_terminal_snr`` samples on the model's betas rescaled to zero terminal SNR, from the last timestep
+    (``modules.noise_schedule``); a schedule type that cannot start there raises ``ValueError``.
 
     Schedule types that a scheduler's own config cannot make (Polyexponential, KL Optimal, Align Your Steps, and e.g.
     Karras for Euler a) are given to it as custom sigmas: through its Karras hook, its ``sigmas`` or its
@@ -313,8 +316,12 @@ def create_scheduler(sampler_name: str, scheduler: str | None, model_scheduler_c
     opts = opts or Options()
     schedule = label if label != AUTOMATIC else sampler.default_schedule
     custom = schedule if schedule and schedule not in sampler.native else None
+    model_values = _model_values(model_scheduler_config)
+    if zero_terminal_snr:
+        noise_schedule.check_schedule(sampler.name, schedule)
+        model_values = noise_schedule.scheduler_values(model_values, sampler.cls_name)
     values = {
-        **_model_values(model_scheduler_config),
+        **model_values,
         **_NO_SIGMA_OVERRIDES,
         **(_SCHEDULE_CONFIG[schedule] if schedule and not custom else {}),
         **({"timestep_spacing": "linspace"} if custom else {}),
@@ -343,10 +350,14 @@ def create_scheduler(sampler_name: str, scheduler: str | None, model_scheduler_c
     return instance
 
 
-def check(sampler_name: str, scheduler: str | None, *, eta: float | None = None, opts: Options | None = None) -> None:
+def check(sampler_name: str, scheduler: str | None, *, eta: float | None = None, opts: Options | None = None,
+          zero_terminal_snr: bool = False) -> None:
     """Raise ``ValueError`` (saying why) for a sampler, schedule or eta this job could not run with."""
-    name, _ = resolve(sampler_name, scheduler)
-    _ancestral_eta(_SAMPLER_BY_KEY[name.casefold()], eta, opts or Options())
+    name, label = resolve(sampler_name, scheduler)
+    sampler = _SAMPLER_BY_KEY[name.casefold()]
+    _ancestral_eta(sampler, eta, opts or Options())
+    if zero_terminal_snr:
+        noise_schedule.check_schedule(sampler.name, label if label != AUTOMATIC else sampler.default_schedule)
 
 
 def _ancestral_eta(sampler: _Sampler, eta: float | None, opts: Options) -> float | None:

@@ -19,6 +19,14 @@ an interruption; Ctrl-C or SIGTERM stop after the step in progress and save it):
    (``--syntax-from-step``); 30% of the other captions taking the colour from the colour word's own token, so
    emphasis works (``--colour-token-from-step``, see ColourTokenSwap). Optionally a share of samples trains the
    sampler's first step from pure noise (see first_step_pairs; the gpu preset).
+   ``--noise-schedule ztsnr`` (the ``ztsnr`` preset) trains with the fix of "Common Diffusion Noise Schedules and
+   Sample Steps are Flawed" (Lin et al. 2023) from step 0: betas rescaled to zero terminal SNR and v-prediction (ε
+   is undefined at SNR 0), min-SNR weights of the v loss with the image-space floor on every step (the last step,
+   where the layout is decided, then still learns), no low-frequency noise (the paper: not needed at zero SNR) and
+   no first-step pairs (the last training step already is pure noise). The export then carries the ``ztsnr`` and
+   ``v_pred`` marker keys and a scheduler config with ``rescale_betas_zero_snr`` / ``v_prediction`` / trailing
+   spacing, so the web UI samples it with zero terminal SNR by itself (modules.noise_schedule). Not yet run to the
+   end (RESULTS.md): the shipped model is the ``cpu`` preset's.
 
 The run ends with an export into ``--out``: ``config/`` (a diffusers config-only dir, what ships as
 modules/configs/default-tiny), ``weights/`` (fp16 diffusers-format state dicts) and, when modules.ldm_convert is
@@ -125,8 +133,12 @@ def text_encoder_config() -> dict[str, Any]:
     }
 
 
-def scheduler_config() -> dict[str, Any]:
-    """SD1.5's scheduler config (the noise schedule the model is trained with)."""
+def scheduler_config(zero_terminal_snr: bool = False) -> dict[str, Any]:
+    """SD1.5's scheduler config (the noise schedule the model is trained with); with ``zero_terminal_snr`` the
+    rescaled betas, v-prediction and trailing spacing it is trained and sampled with then."""
+    if zero_terminal_snr:
+        return {**scheduler_config(), "prediction_type": "v_prediction", "rescale_betas_zero_snr": True,
+                "timestep_spacing": "trailing", "steps_offset": 0}
     return {
         "_class_name": "PNDMScheduler",
         "beta_start": BETA_START,
@@ -162,13 +174,15 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
     path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 
-def write_config_dir(path: Path, scaling_factor: float, resolution: int = world.IMAGE_SIZE) -> None:
+def write_config_dir(path: Path, scaling_factor: float, resolution: int = world.IMAGE_SIZE,
+                     zero_terminal_snr: bool = False) -> None:
     """Write the diffusers config-only dir for the default model (what ships as modules/configs/default-tiny)."""
     _write_json(path / "model_index.json", MODEL_INDEX)
     _write_json(path / "unet" / "config.json", {"_diffusers_version": "0.42.1", **unet_config(resolution)})
     _write_json(path / "vae" / "config.json", {"_diffusers_version": "0.42.1", **vae_config(scaling_factor, resolution)})
     _write_json(path / "text_encoder" / "config.json", text_encoder_config())
-    _write_json(path / "scheduler" / "scheduler_config.json", {"_diffusers_version": "0.42.1", **scheduler_config()})
+    _write_json(path / "scheduler" / "scheduler_config.json", {"_diffusers_version": "0.42.1",
+                                                                **scheduler_config(zero_terminal_snr)})
     shipped = CONFIG_DIR / "tokenizer"
     if path.resolve() != CONFIG_DIR.resolve() and (shipped / "vocab.json").exists():
         shutil.copytree(shipped, path / "tokenizer", dirs_exist_ok=True)  # no need for open-clip's BPE file
@@ -227,6 +241,8 @@ class Settings:
     colour_token_prob: float = 0.3
     # Share of UNet samples that train the sampler's first step from pure noise (see first_step_pairs).
     first_step_share: float = 0.0
+    # "sd": SD's schedule and ε-prediction (the shipped model); "ztsnr": zero terminal SNR and v-prediction.
+    noise_schedule: str = "sd"
     snr_gamma: float = 5.0
     high_noise_weight: float = 0.1
     # Strength of the extra low-frequency noise (see low_frequency_noise).
@@ -255,11 +271,18 @@ PRESETS: dict[str, dict[str, Any]] = {
                 unet_steps=24000, unet_batch=256, layout_from_step=8800, syntax_from_step=13800,
                 colour_token_from_step=19600, unet_lr=5e-4, warmup_steps=500, log_every=200, eval_every=4000,
                 eval_images=96, checkpoint_every=2000, ema_decay=0.9995, workers=12),
+    # The cpu preset with zero terminal SNR and v-prediction from step 0 (modules.noise_schedule); not yet run to the
+    # end. Low-frequency noise is off: at zero SNR the last step is pure noise, as the sampler's first input is.
+    "ztsnr": dict(noise_schedule="ztsnr", low_freq_noise=0.0),
     # Checks that the script runs end to end (seconds).
     "smoke": dict(dataset_size=256, vae_steps=20, vae_batch=8, decoder_steps=10, unet_steps=20, unet_batch=8,
                   warmup_steps=5, layout_from_step=5, syntax_from_step=10, colour_token_from_step=15, log_every=5,
                   eval_every=20, eval_images=4, checkpoint_every=10),
 }
+
+
+NOISE_SCHEDULES = ("sd", "ztsnr")
+ZTSNR_MARKERS = ("ztsnr", "v_pred")  # state-dict keys that tell loaders (ComfyUI, reForge, this app) how to sample
 
 
 class SettingsError(ValueError):
@@ -285,6 +308,11 @@ def validate(s: Settings) -> None:
     shares = ("empty_caption_prob", "ema_decay", "break_prob", "colour_token_prob", "first_step_share")
     if not all(0 <= getattr(s, name) < 1 for name in shares):
         raise SettingsError(", ".join(f"--{n.replace('_', '-')}" for n in shares) + " must be in [0, 1)")
+    if s.noise_schedule not in NOISE_SCHEDULES:
+        raise SettingsError(f"--noise-schedule {s.noise_schedule!r}: use {' or '.join(NOISE_SCHEDULES)}")
+    if s.noise_schedule == "ztsnr" and s.first_step_share:
+        raise SettingsError("--first-step-share is for SD's schedule: with --noise-schedule ztsnr the last training "
+                            "step already is pure noise; leave it at 0")
     if s.device not in ("auto", "cpu") and not s.device.startswith("cuda"):
         raise SettingsError(f"--device {s.device!r}: use auto, cpu or cuda[:N]")
     if s.device.startswith("cuda") and not torch.cuda.is_available():
@@ -742,11 +770,11 @@ def encode_latents(vae, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tenso
     return torch.cat(means), torch.cat(stds)
 
 
-def make_pipeline(unet, vae, text_encoder, tokenizer):
+def make_pipeline(unet, vae, text_encoder, tokenizer, zero_terminal_snr: bool = False):
     from diffusers import StableDiffusionPipeline
 
     pipe = StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
-                                   scheduler=eval_scheduler(), safety_checker=None, feature_extractor=None,
+                                   scheduler=eval_scheduler(zero_terminal_snr=zero_terminal_snr), safety_checker=None, feature_extractor=None,
                                    requires_safety_checker=False)
     pipe.set_progress_bar_config(disable=True)
     return pipe
@@ -755,8 +783,9 @@ def make_pipeline(unet, vae, text_encoder, tokenizer):
 EVAL_SAMPLERS = ("DPM++ 2M Karras", "Euler a")
 
 
-def eval_scheduler(name: str = "DPM++ 2M Karras"):
-    """A plain diffusers scheduler for A1111's "DPM++ 2M Karras" or "Euler a" on the model's noise schedule.
+def eval_scheduler(name: str = "DPM++ 2M Karras", zero_terminal_snr: bool = False):
+    """A plain diffusers scheduler for A1111's "DPM++ 2M Karras" or "Euler a" on the model's noise schedule (with
+    ``zero_terminal_snr``: the rescaled betas, v-prediction, Euler a with trailing spacing, as the web UI samples).
 
     Every value is passed explicitly: ``from_config`` would silently drop the ones that were defaults.
     """
@@ -765,6 +794,9 @@ def eval_scheduler(name: str = "DPM++ 2M Karras"):
     schedule = dict(beta_start=BETA_START, beta_end=BETA_END, beta_schedule="scaled_linear",
                     num_train_timesteps=TRAIN_TIMESTEPS, prediction_type="epsilon", timestep_spacing="linspace",
                     steps_offset=1)
+    if zero_terminal_snr:
+        schedule.update(prediction_type="v_prediction", rescale_betas_zero_snr=True,
+                        timestep_spacing="linspace" if name == "DPM++ 2M Karras" else "trailing", steps_offset=0)
     if name == "DPM++ 2M Karras":
         return DPMSolverMultistepScheduler(**schedule, algorithm_type="dpmsolver++", solver_order=2,
                                            use_karras_sigmas=True, final_sigmas_type="zero")
@@ -818,18 +850,22 @@ def train_unet(s: Settings, device: torch.device, vae, images: torch.Tensor,
                                     "ema_unet": ema_unet.state_dict(), "ema_text_encoder": ema_te.state_dict(),
                                     "optimizer": opt.state_dict(), "step": step, "settings": _settings_dict(s)})
 
+    ztsnr = s.noise_schedule == "ztsnr"
     noise_scheduler = DDPMScheduler(beta_start=BETA_START, beta_end=BETA_END, beta_schedule="scaled_linear",
-                                    num_train_timesteps=TRAIN_TIMESTEPS, prediction_type="epsilon")
+                                    num_train_timesteps=TRAIN_TIMESTEPS, rescale_betas_zero_snr=ztsnr,
+                                    prediction_type="v_prediction" if ztsnr else "epsilon")
     alphas_cumprod = noise_scheduler.alphas_cumprod.to(device)
     snr = alphas_cumprod / (1 - alphas_cumprod)
     # The ε loss weighs an error in the predicted image by the SNR, nearly nothing at the highest noise levels where
-    # the layout is decided: min-SNR-γ with the image-space weight kept at least --high-noise-weight.
-    plain_loss_weight = min_snr_weights(snr, s.snr_gamma)
-    layout_loss_weight = min_snr_weights(snr, s.snr_gamma, floor=s.high_noise_weight)
+    # the layout is decided: min-SNR-γ with the image-space weight kept at least --high-noise-weight. With zero
+    # terminal SNR (v loss) the floor holds from step 0: at SNR 0 min-SNR alone would give the last step weight 0.
+    plain_loss_weight = min_snr_weights(snr, s.snr_gamma, v_prediction=ztsnr,
+                                        floor=s.high_noise_weight if ztsnr else 0.0)
+    layout_loss_weight = min_snr_weights(snr, s.snr_gamma, v_prediction=ztsnr, floor=s.high_noise_weight)
     latent_mean, latent_std = encode_latents(vae, images)
     scaling_factor = vae.config.scaling_factor
     eval_batch = _fixed_eval_batch(vae, eval_images, eval_captions, s.seed, device, noise_scheduler)
-    pipe = make_pipeline(ema_unet, vae, ema_te, tokenizer)
+    pipe = make_pipeline(ema_unet, vae, ema_te, tokenizer, zero_terminal_snr=ztsnr)
     # The full caption (every attribute named) is drawn most often; the others teach attributes alone, and the
     # object-only / background-only ones (for AND) least, because they name no position.
     colour_swap = ColourTokenSwap(tokenizer, s.seed)
@@ -873,7 +909,8 @@ def train_unet(s: Settings, device: torch.device, vae, images: torch.Tensor,
             if layout and s.low_freq_noise:
                 noise = noise + low_frequency_noise(latents.shape, s.low_freq_noise, device, g)
             t = torch.randint(0, TRAIN_TIMESTEPS, (s.unet_batch,), device=device, generator=g)
-            noisy, target, weights = noise_scheduler.add_noise(latents, noise, t), noise, \
+            noisy, target, weights = noise_scheduler.add_noise(latents, noise, t), \
+                noise_scheduler.get_velocity(latents, noise, t) if ztsnr else noise, \
                 (layout_loss_weight if layout else plain_loss_weight)[t]
             if s.first_step_share:
                 first = torch.rand(s.unet_batch, device=device, generator=g) < s.first_step_share
@@ -919,7 +956,9 @@ def _fixed_eval_batch(vae, eval_images: torch.Tensor, eval_captions: Captions, s
     ids = eval_captions.table[eval_captions.index[: latents.shape[0], world.FULL_TEMPLATE]]
     t = torch.randint(0, TRAIN_TIMESTEPS, (latents.shape[0],), device=device, generator=g)
     noise = torch.randn(latents.shape, device=device, generator=g)
-    return noise_scheduler.add_noise(latents, noise, t), ids, t, noise
+    target = noise_scheduler.get_velocity(latents, noise, t) if noise_scheduler.config.prediction_type == "v_prediction" \
+        else noise
+    return noise_scheduler.add_noise(latents, noise, t), ids, t, target
 
 
 # -------------------------------------------------------------------------------------------------- export
@@ -936,9 +975,10 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def export(out: Path, unet, vae, text_encoder) -> Path | None:
-    """Write config/, weights/ and (when modules.ldm_convert exists) the single-file LDM checkpoint into `out`."""
-    write_config_dir(out / "config", vae.config.scaling_factor, vae.config.sample_size)
+def export(out: Path, unet, vae, text_encoder, zero_terminal_snr: bool = False) -> Path | None:
+    """Write config/, weights/ and (when modules.ldm_convert exists) the single-file LDM checkpoint into `out`; with
+    ``zero_terminal_snr`` the config's scheduler and the file's ``ztsnr`` / ``v_pred`` marker keys say so."""
+    write_config_dir(out / "config", vae.config.scaling_factor, vae.config.sample_size, zero_terminal_snr)
     weights = out / "weights"
     weights.mkdir(parents=True, exist_ok=True)
     for name, module in (("unet", unet), ("vae", vae), ("text_encoder", text_encoder)):
@@ -949,6 +989,8 @@ def export(out: Path, unet, vae, text_encoder) -> Path | None:
         print("modules.ldm_convert is not there yet: exported diffusers-format weights only, to", weights)
         return None
     state = diffusers_to_ldm(*load_exported(out), family="sd1")
+    if zero_terminal_snr:
+        state.update({key: torch.tensor([]) for key in ZTSNR_MARKERS})
     path = out / f"{MODEL_NAME}.safetensors"
     save_file({k: v.to(torch.float16).contiguous() for k, v in state.items()}, path, metadata=SD_METADATA)
     (out / f"{MODEL_NAME}.safetensors.sha256").write_text(f"{sha256_of(path)}  {path.name}\n")
@@ -999,13 +1041,14 @@ def run(s: Settings) -> Path | None:
     unet, text_encoder = train_unet(s, device, vae, images, captions, eval_images, eval_captions,
                                     tokenizer, log)
     log(kind="done", seconds=round(time.time() - t0, 1))
-    return export(s.out, unet, vae, text_encoder)
+    return export(s.out, unet, vae, text_encoder, zero_terminal_snr=s.noise_schedule == "ztsnr")
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[Settings, bool]:
     parser = argparse.ArgumentParser(prog="python -m modules.train_default_model", description=__doc__.split("\n\n")[0])
     parser.add_argument("--preset", choices=sorted(PRESETS), default="cpu",
-                        help="cpu: the shipped model, 73 min on 2 quiet cores; gpu: a larger run for a GPU; smoke: seconds")
+                        help="cpu: the shipped model, 73 min on 2 quiet cores; ztsnr: cpu with zero terminal SNR and "
+                             "v-prediction; gpu: a larger run for a GPU; smoke: seconds")
     parser.add_argument("--export-only", action="store_true",
                         help="only redo the export from --out/weights (e.g. weights trained elsewhere)")
     for f in fields(Settings):
@@ -1025,7 +1068,7 @@ def main(argv: list[str] | None = None) -> int:
     STOP.install()
     try:
         if export_only:
-            export(settings.out, *load_exported(settings.out))
+            export(settings.out, *load_exported(settings.out), zero_terminal_snr=settings.noise_schedule == "ztsnr")
         else:
             run(settings)
     except SettingsError as e:

@@ -542,7 +542,7 @@ def paste_fields(c: GenerationControls) -> tuple[list, Any]:
         return [params.get("Prompt", ""), params.get("Negative prompt", ""), num("Steps", int),
                 params.get("Sampler", gr.update()), params.get("Schedule type", "Automatic"), num("CFG scale", float),
                 num("Seed", int), num("Size-1", int), num("Size-2", int),
-                num("CFG rescale", float) if "CFG rescale" in params else 0.0,
+                num("CFG Rescale φ", float) if "CFG Rescale φ" in params else 0.0,
                 num("Dynamic thresholding", float) if "Dynamic thresholding" in params else 0.0,
                 num("Dynamic thresholding mimic scale", float)]
 

@@ -54,11 +54,11 @@ def test_options_are_written_to_and_read_from_the_infotext(tiny_sd1_model):
     p.sd_model, p.opts, p.state = tiny_sd1_model, Options(samples_save=False), JobState()
     text = process_images(p).infotexts[0]
     params = infotext.parse_generation_parameters(text)
-    assert (params["CFG rescale"], params["Dynamic thresholding"], params["Dynamic thresholding mimic scale"]) == (
+    assert (params["CFG Rescale φ"], params["Dynamic thresholding"], params["Dynamic thresholding mimic scale"]) == (
         "0.7", "0.995", "5.0")
     plain = StableDiffusionProcessingTxt2Img(prompt="a cat", steps=2, width=64, height=64, seed=3)
     plain.sd_model, plain.opts, plain.state = tiny_sd1_model, Options(samples_save=False), JobState()
-    assert "CFG rescale" not in process_images(plain).infotexts[0]
+    assert "CFG Rescale" not in process_images(plain).infotexts[0]
 
 
 @pytest.mark.parametrize("field, value", [("dynamic_thresholding", 0.2), ("dynamic_thresholding", 1.5),

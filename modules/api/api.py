@@ -53,7 +53,7 @@ _INFOTEXT_FIELDS = {"Prompt": "prompt", "Negative prompt": "negative_prompt", "S
                     "Size-1": "width", "Size-2": "height", "Variation seed": "subseed",
                     "Variation seed strength": "subseed_strength", "Seed resize from-1": "seed_resize_from_w",
                     "Seed resize from-2": "seed_resize_from_h", "Denoising strength": "denoising_strength",
-                    "CFG rescale": "guidance_rescale", "Dynamic thresholding": "dynamic_thresholding",
+                    "CFG Rescale φ": "guidance_rescale", "Dynamic thresholding": "dynamic_thresholding",
                     "Dynamic thresholding mimic scale": "dynamic_thresholding_mimic_scale"}
 
 
@@ -612,18 +612,28 @@ def _bind_scripts(p: processing.StableDiffusionProcessing, req: m.GenerationRequ
 
 
 def _apply_infotext(req: _Request) -> _Request:
-    """Fill the fields ``req`` does not set from its ``infotext`` (its ``Clip skip`` becomes an override), as A1111."""
+    """Fill the fields ``req`` does not set from its ``infotext`` (its ``Clip skip`` and ``Noise Schedule`` become
+    overrides), as A1111."""
     if not req.infotext:
         return req
     params = infotext.parse_generation_parameters(req.infotext)
     filled = {field: params[key] for key, field in _INFOTEXT_FIELDS.items()
               if key in params and field not in req.model_fields_set}
-    overrides = {"CLIP_stop_at_last_layers": params["Clip skip"], **(req.override_settings or {})}
+    overrides = {"CLIP_stop_at_last_layers": params["Clip skip"], **_infotext_settings(params),
+                 **(req.override_settings or {})}
     try:
         return type(req).model_validate({**req.model_dump(exclude_unset=True), **filled,
                                          "override_settings": overrides})
     except ValidationError as e:
         raise _validation_error(e) from None
+
+
+def _infotext_settings(params: dict[str, Any]) -> dict[str, Any]:
+    """Settings an infotext names (A1111 reads them as overrides): ``Noise Schedule`` -> ``sd_noise_schedule``."""
+    from modules import noise_schedule
+
+    value = params.get(noise_schedule.INFOTEXT_KEY)
+    return {noise_schedule.OPTION: value} if value else {}
 
 
 def _png_info(data: str) -> m.PNGInfoResponse:
