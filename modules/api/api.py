@@ -21,8 +21,8 @@ from fastapi.responses import FileResponse
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
-from modules import (extensions, images, infotext, limits, merger, postprocessing, processing, scripts, sd_samplers,
-                     sd_vae, training)
+from modules import (batching, extensions, images, infotext, limits, merger, postprocessing, processing, scripts,
+                     sd_samplers, sd_vae, training)
 from modules.api import models as m
 from modules.api.codec import MAX_INPUT_PIXELS, ImageDecodeError, decode_image, encode_image
 from modules.api.docs import add_offline_docs
@@ -216,7 +216,7 @@ class Api:
         restore = req.override_settings_restore_afterwards is not False
         native_size = [name for name in ("width", "height") if getattr(req, name) is None]
         job = self._submit(kind, _echo(req), self._generation_job(p, req.override_settings or {}, restore, native_size),
-                           task_id=req.force_task_id)
+                           task_id=req.force_task_id, batch_key=batching.batch_key(kind, p, native_size))
         processed, info = (await self._wait(job)).value
         fmt, quality = self.runtime.opts.samples_format, self.runtime.opts.jpeg_quality
         encoded = await run_in_threadpool(lambda: [encode_image(im, fmt, quality) for im in processed.images]
@@ -302,9 +302,9 @@ class Api:
 
     # -- jobs ------------------------------------------------------------------------------------------------------
     def _submit(self, kind: str, params: dict[str, Any], fn: Callable[[JobState], JobOutput], *,
-                task_id: str | None = None, task_id_field: str = "force_task_id") -> Job:
+                task_id: str | None = None, task_id_field: str = "force_task_id", batch_key: Any = None) -> Job:
         try:
-            return self.queue.submit(kind, params, fn, task_id=task_id)
+            return self.queue.submit(kind, params, fn, task_id=task_id, batch_key=batch_key)
         except QueueFull as e:
             raise HTTPException(429, str(e)) from None
         except ValueError as e:  # that task id is live or in the history: it names another job
