@@ -181,7 +181,7 @@ def _own_processed(me: _Member, prepare: Callable[[Any, JobState], Any]) -> Any:
     p = me.p
     mp = merged.p
     prepare(p, me.state)
-    p.opts = mp.opts
+    p.opts, p.sd_model, p.width, p.height = mp.opts, mp.sd_model, mp.width, mp.height
     p.all_prompts, p.all_negative_prompts = [merged.all_prompts[i]], [merged.all_negative_prompts[i]]
     p.all_seeds, p.all_subseeds = [merged.all_seeds[i]], [merged.all_subseeds[i]]
     p.clip_skip = mp.clip_skip

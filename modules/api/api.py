@@ -21,8 +21,8 @@ from fastapi.responses import FileResponse
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
-from modules import (batching, extensions, images, infotext, limits, merger, postprocessing, processing, scripts,
-                     sd_samplers, sd_vae, training)
+from modules import (batching, extensions, images, infotext, limits, merger, postprocessing, processing, ray_workers,
+                     scripts, sd_samplers, sd_vae, training)
 from modules.api import models as m
 from modules.api.codec import MAX_INPUT_PIXELS, ImageDecodeError, decode_image, encode_image
 from modules.api.docs import add_offline_docs
@@ -115,6 +115,8 @@ class Api:
         get(f"{PREFIX}/script-info", response_model=list[m.ScriptInfo])(self.script_info)
         get(f"{PREFIX}/extensions", response_model=list[m.ExtensionItem])(self.extensions)
         get(f"{PREFIX}/memory", response_model=m.MemoryResponse)(self.memory)
+        get(f"{PREFIX}/workers", summary="Generation workers (not in A1111's API): device, loaded models, running job")(
+            self.workers)
         post(f"{PREFIX}/create/embedding")(self.create_embedding)
         post(f"{PREFIX}/train/embedding")(self.train_embedding)
         post(f"{PREFIX}/train/lora")(self.train_lora)
@@ -527,6 +529,9 @@ class Api:
 
     async def extensions(self) -> list[m.ExtensionItem]:
         return [m.ExtensionItem(**item) for item in extensions.api_list()]
+
+    def workers(self) -> list[dict[str, Any]]:
+        return ray_workers.describe(self.runtime)
 
     def memory(self) -> m.MemoryResponse:
         ram = psutil.virtual_memory()
