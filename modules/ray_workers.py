@@ -374,8 +374,11 @@ class RayWorkerPool:
 
     def _processed(self, p: Any, r: dict[str, Any]) -> Any:
         """The worker's result as the front end's ``Processed`` (its ``js()`` is the worker's)."""
-        from modules.processing import Processed
+        from modules.processing import Processed, apply_overrides
 
+        if p.opts is None:   # a batch's merged job: its members' infotexts read the options
+            p.opts = apply_overrides(self.runtime.opts, p.override_settings) if p.override_settings else \
+                self.runtime.opts
         model = r["model"]
         p.sd_model = SimpleNamespace(
             sd_checkpoint_info=SimpleNamespace(title=model["title"], model_name=model["model_name"]),
