@@ -146,3 +146,24 @@ def _output(value):
     from modules.job_queue import JobOutput
 
     return JobOutput(value=value)
+
+
+def test_without_ray_address_nothing_imports_ray():
+    import subprocess
+    import sys
+
+    code = ("import sys; import app; from modules.api import api; from modules import ray_workers, runtime, batching; "
+            "print('ray' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         cwd=Path(__file__).resolve().parent.parent)
+    assert out.stdout.strip().splitlines()[-1] == "False", out.stderr
+
+
+def test_ray_address_without_ray_installed_stops_with_a_clear_message(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "ray", None)   # import ray -> ImportError
+    with pytest.raises(SystemExit) as info:
+        ray_workers.import_ray()
+    assert "--ray-address needs the optional package Ray" in str(info.value)
+    assert "pip install 'ray==2.60.*'" in str(info.value)
