@@ -299,10 +299,22 @@ class RayWorkerPool:
         return p
 
     def run(self, p: Any, state: JobState, native_size: Collection[str] = ()) -> Any:
-        """Run ``p`` on a worker; a worker dying under it makes it run once more on another one."""
+        """Run ``p`` on a worker; a worker dying under it makes it run once more on another one. A batch count above
+        1 is split over the free workers when there are several (``_run_split``)."""
         from modules import job_queue
 
         job = job_queue.current_job()
+        parts = min(p.n_iter, self._free_count())
+        if parts > 1 and isinstance(getattr(p, "hr_prompt", ""), str) and \
+                isinstance(getattr(p, "hr_negative_prompt", ""), str):
+            return self._run_split(p, state, native_size, job, parts)
+        return self._run_one(p, state, native_size, job)
+
+    def _free_count(self) -> int:
+        with self._cond:
+            return sum(w.status == "ready" and w.running is None for w in self.workers)
+
+    def _run_one(self, p: Any, state: JobState, native_size: Collection[str], job: Any) -> Any:
         task_id = job.id if job is not None else f"task(direct-{id(p):x})"
         checkpoint = self.checkpoint_for(p)
         sendable = p.model_copy(update={"sd_model": None, "opts": None, "state": None, "scripts": None,
@@ -355,6 +367,99 @@ class RayWorkerPool:
                 except ray.exceptions.RayActorError:
                     continue   # the generate call reports it
                 last_preview = self._apply(state, snap, last_preview, sent)
+
+    def _run_split(self, p: Any, state: JobState, native_size: Collection[str], job: Any, parts: int) -> Any:
+        """A batch count split over ``parts`` workers: each part gets whole batches with the prompts and seeds those
+        images have in a single run (image i keeps seed + i), so the images are the same; gathered in order."""
+        from modules import images, processing, rng
+
+        processing.fix_seed(p)
+        n = p.batch_size * p.n_iter
+        prompts = processing._expand(p.prompt, n)
+        negatives = processing._expand(p.negative_prompt, n)
+        seeds, subseeds = rng.job_seeds(processing._first(p.seed), processing._first(p.subseed), p.subseed_strength, n)
+        if isinstance(p.seed, list):
+            seeds = [int(v) for v in p.seed[:n]]
+        if isinstance(p.subseed, list):
+            subseeds = [int(v) for v in p.subseed[:n]]
+        share, extra = divmod(p.n_iter, parts)
+        chunks, start = [], 0
+        for k in range(parts):
+            iters = share + (k < extra)
+            a, b = start * p.batch_size, (start + iters) * p.batch_size
+            chunks.append(p.model_copy(update={
+                "prompt": prompts[a:b], "negative_prompt": negatives[a:b], "seed": seeds[a:b],
+                "subseed": subseeds[a:b], "n_iter": iters, "do_not_save_grid": True,
+                "extra_generation_params": dict(p.extra_generation_params), "comments": dict(p.comments)}))
+            start += iters
+        states = [JobState() for _ in chunks]
+        for s in states:
+            s.begin(job=state.job)
+        results: list[Any] = [None] * parts
+
+        def part(k: int) -> None:
+            try:
+                results[k] = self._run_one(chunks[k], states[k], native_size, job)
+            except BaseException as e:  # noqa: BLE001 - raised below, in the job's thread
+                results[k] = e
+
+        threads = [threading.Thread(target=part, args=(k,), daemon=True, name=f"ray-part-{k}") for k in range(parts)]
+        for t in threads:
+            t.start()
+        log.info("Batch count %d split over %d Ray workers", p.n_iter, parts)
+        state.job_count = p.n_iter
+        while any(t.is_alive() for t in threads):
+            for flag, what in (("interrupted", "interrupt"), ("skipped", "skip"),
+                               ("stopping_generation", "stop_generating")):
+                if getattr(state, flag):
+                    for s in states:
+                        if not getattr(s, flag):
+                            getattr(s, what)()
+            state.job_no = sum(s.job_no for s in states)
+            state.sampling_steps = max(s.sampling_steps for s in states)
+            state.sampling_step = min((s.sampling_step for s in states if s.job_no < s.job_count),
+                                      default=state.sampling_steps)
+            shown = next((s for s in states if s.current_image is not None), None)
+            if shown is not None and shown.id_live_preview != state.id_live_preview:
+                state.current_image, state.id_live_preview = shown.current_image, shown.id_live_preview
+            time.sleep(CONTROL_S)
+        failed = next((r for r in results if isinstance(r, BaseException)), None)
+        if failed is not None:
+            raise failed
+        first = results[0]
+        p.sd_model, p.opts = first.p.sd_model, first.p.opts
+        p.width, p.height, p.clip_skip = first.p.width, first.p.height, first.p.clip_skip
+        p.extra_generation_params.update(first.p.extra_generation_params)
+        p.all_prompts = [x for r in results for x in r.all_prompts]
+        p.all_negative_prompts = [x for r in results for x in r.all_negative_prompts]
+        p.all_seeds = [x for r in results for x in r.all_seeds]
+        p.all_subseeds = [x for r in results for x in r.all_subseeds]
+        outputs = [im for r in results for im in r.images[r.index_of_first_image:]]
+        infotexts = [t for r in results for t in r.infotexts[r.index_of_first_image:]]
+        files = [f for r in results for f in r.files]
+        opts, index_of_first_image = p.opts, 0
+        interrupted = any(r.interrupted for r in results)
+        if len(outputs) > 1 and (opts.return_grid or opts.grid_save) and not p.do_not_save_grid:
+            grid = images.image_grid(outputs, p.batch_size)
+            if opts.enable_pnginfo:
+                grid.info["parameters"] = infotexts[0]
+            if opts.grid_save:
+                p.data_dir = p.data_dir or str(self.runtime.paths.data_dir)
+                fullfn, _ = images.save_image(grid, processing._outdir(p, grid=True), "grid", p.all_seeds[0],
+                                              p.all_prompts[0], opts.grid_format, info=infotexts[0], grid=True, p=p,
+                                              opts=opts)
+                files.append(fullfn)
+            if opts.return_grid:
+                outputs.insert(0, grid)
+                infotexts.insert(0, infotexts[0])
+                index_of_first_image = 1
+        processed = processing.Processed(
+            p=p, images=outputs, infotexts=infotexts, seed=p.all_seeds[0], all_seeds=p.all_seeds,
+            all_subseeds=p.all_subseeds, all_prompts=p.all_prompts, all_negative_prompts=p.all_negative_prompts,
+            index_of_first_image=index_of_first_image, comments="\n".join(filter(None, (r.comments for r in results))),
+            interrupted=interrupted, files=files, timings=first.timings)
+        processed.worker = ",".join(r.worker for r in results)
+        return processed
 
     @staticmethod
     def _apply(state: JobState, snap: dict[str, Any], last_preview: int, sent: set[str]) -> int:

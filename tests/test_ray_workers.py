@@ -167,3 +167,18 @@ def test_ray_address_without_ray_installed_stops_with_a_clear_message(monkeypatc
         ray_workers.import_ray()
     assert "--ray-address needs the optional package Ray" in str(info.value)
     assert "pip install 'ray==2.60.*'" in str(info.value)
+
+
+def test_a_batch_count_is_split_over_free_workers_and_keeps_each_images_seed(cluster, local):
+    wait_until(lambda: cluster.workers._free_count() == 2)
+    params = dict(prompt="a blue circle", seed=500, n_iter=4, **SMALL)
+    result = cluster.submit("txt2img", StableDiffusionProcessingTxt2Img(**params)).result(TIMEOUT).value
+    assert len(set(result.worker.split(","))) == 2   # both workers made part of it
+    alone = local.submit("txt2img", StableDiffusionProcessingTxt2Img(**params)).result(TIMEOUT).value
+    assert result.all_seeds == alone.all_seeds == [500, 501, 502, 503]
+    mine, theirs = result.images[result.index_of_first_image:], alone.images[alone.index_of_first_image:]
+    assert len(mine) == len(theirs) == 4
+    for a, b in zip(mine, theirs):
+        assert np.abs(pixels(a) - pixels(b)).max() <= 2
+    assert result.infotexts[result.index_of_first_image:] == alone.infotexts[alone.index_of_first_image:]
+    assert result.index_of_first_image == alone.index_of_first_image   # the grid, as in a single run
