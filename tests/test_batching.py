@@ -57,7 +57,11 @@ def unet_batches(runtime: Runtime) -> list[int]:
 def block_queue(runtime: Runtime) -> threading.Event:
     """A job that holds the worker until released, so the next jobs are pending together."""
     release = threading.Event()
-    runtime.queue.submit("hold", {}, lambda state: JobOutput(value=release.wait(TIMEOUT)))
+    job = runtime.queue.submit("hold", {}, lambda state: JobOutput(value=release.wait(TIMEOUT)))
+    for _ in range(TIMEOUT * 100):
+        if job.status is JobStatus.RUNNING:
+            break
+        threading.Event().wait(0.01)
     return release
 
 
@@ -108,3 +112,19 @@ def test_interrupting_one_member_keeps_the_batch_going_for_the_others(runtime):
     assert len(other.images) == 1 and not other.interrupted
     jobs[0].result(TIMEOUT)
     assert runtime.queue.history_entry(jobs[1].id).status is JobStatus.DONE
+
+
+def test_workers_route_lists_the_in_process_worker_with_its_model_and_running_job(runtime):
+    from fastapi.testclient import TestClient
+
+    from modules.api import create_api_app
+
+    client = TestClient(create_api_app(runtime))
+    release = block_queue(runtime)
+    try:
+        running = runtime.queue.current
+        [worker] = client.get("/sdapi/v1/workers").json()
+        assert worker["name"] == "local" and worker["device"] == "cpu" and worker["running"] == running.id
+        assert worker["loaded_models"] == [runtime.models.current.sd_checkpoint_info.title]
+    finally:
+        release.set()

@@ -94,6 +94,10 @@ def test_progress_comes_from_the_worker_and_interrupt_stops_it_within_one_step(c
     wait_until(lambda: job.state.sampling_step >= 3)
     progress = cluster.queue.progress(job.id)
     assert progress.active and progress.progress > 0 and job.state.sampling_steps == LONG["steps"]
+    assert progress.eta is not None and progress.eta > 0
+    wait_until(lambda: job.state.current_image is not None, 60)   # the worker's live preview (every 5 steps)
+    with_preview = cluster.queue.progress(job.id, live_preview=True)
+    assert with_preview.live_preview.startswith("data:image/png;base64,") and with_preview.id_live_preview > 0
     cluster.queue.interrupt(job.id)
     processed = job.result(TIMEOUT).value
     assert processed.interrupted and processed.images == []
