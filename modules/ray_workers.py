@@ -190,6 +190,7 @@ class RayWorkerPool:
             missing_cpu = cpus - sum(not w.gpu for w in alive)
         for gpu in [True] * max(missing_gpu, 0) + [False] * max(missing_cpu, 0):
             self._spawn(gpu)
+        self._ping_idle()
         with self._cond:
             starting = [w for w in self.workers if w.status == "starting"]
         for w in starting:
@@ -212,6 +213,26 @@ class RayWorkerPool:
             log.info("Ray worker %s ready on %s (pid %s)", w.name, w.info.get("device"), w.info.get("pid"))
             if extra > 0 and self.runtime.queue is not None:
                 self.runtime.queue.add_workers(extra)
+
+    def _ping_idle(self) -> None:
+        """Ask idle workers how they are: a dead one is noticed before a job is sent to it; loaded models refresh."""
+        ray = self.ray
+        with self._cond:
+            idle = [w for w in self.workers if w.status == "ready" and w.running is None]
+        refs = {w.actor.describe.remote(): w for w in idle}
+        if not refs:
+            return
+        done, _ = ray.wait(list(refs), num_returns=len(refs), timeout=5)
+        for ref in done:
+            w = refs[ref]
+            try:
+                info = ray.get(ref)
+            except ray.exceptions.RayActorError as e:
+                log.error("Ray worker %s is gone: %s", w.name, e)
+                self._mark_dead(w)
+                continue
+            with self._cond:
+                w.info, w.loaded = info, info["loaded_models"]
 
     def _spawn(self, gpu: bool) -> WorkerHandle:
         with self._cond:
@@ -507,7 +528,11 @@ def start(runtime: Any, address: str, cpu_workers: int | None) -> RayWorkerPool:
     """Connect to the Ray cluster at ``address`` and start the workers (the front end loads no model itself)."""
     ray = import_ray()
     if not ray.is_initialized():
-        ray.init(address=address, namespace="sd-webui", log_to_driver=True)
+        try:
+            ray.init(address=address, namespace="sd-webui", log_to_driver=True)
+        except (ConnectionError, RuntimeError, ValueError) as e:
+            raise SystemExit(f"--ray-address {address}: no Ray cluster could be reached ({e}). Start one first with "
+                             f"`venv/bin/ray start --head --node-ip-address 127.0.0.1` (see README).") from None
     runtime.args.skip_load_model_at_start = True
     pool = RayWorkerPool(runtime, cpu_workers)
     log.info("Ray cluster at %s: %s; workers starting", address, ray.cluster_resources())
