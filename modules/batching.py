@@ -57,7 +57,7 @@ class GroupState(JobState):
     recorded as interrupted."""
 
     _MIRRORED = frozenset({"job_no", "job_count", "sampling_step", "sampling_steps", "textinfo", "current_image",
-                           "current_image_sampling_step", "id_live_preview"})
+                           "current_image_sampling_step", "id_live_preview", "worker"})
     _CONTROL = ("interrupted", "skipped", "stopping_generation")
 
     def __init__(self, members: list[JobState]) -> None:

@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 POLL_S = 0.1             # how often a running job's progress is fetched from its worker
-CONTROL_S = 0.005        # how often the front-end flags (interrupt, skip) are looked at while a job runs
+CONTROL_S = 0.02         # how often the front-end flags (interrupt, skip) are looked at while a job runs
 SYNC_S = 2.0             # how often the pool looks for dead workers and new GPUs
 ACQUIRE_TIMEOUT_S = 600  # how long a job waits for a worker before it fails
 RAY_MISSING = ("--ray-address needs the optional package Ray, which is not installed: "
@@ -365,6 +365,7 @@ class RayWorkerPool:
                 checkpoint: str | None) -> dict[str, Any]:
         ray = self.ray
         ref = w.actor.generate.remote(task_id, p, native_size, checkpoint)
+        state.worker = f"{w.name} ({w.info.get('device', '?')})"   # shown with the progress in the page
         sent: set[str] = set()
         last_poll, last_preview = 0.0, -1
         while True:

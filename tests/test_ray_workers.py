@@ -95,6 +95,9 @@ def test_progress_comes_from_the_worker_and_interrupt_stops_it_within_one_step(c
     progress = cluster.queue.progress(job.id)
     assert progress.active and progress.progress > 0 and job.state.sampling_steps == LONG["steps"]
     assert progress.eta is not None and progress.eta > 0
+    from modules.ui import progress_html
+
+    assert f"on {processed_worker(cluster, job)} (cpu)" in progress_html(job.state)   # the page's progress line
     wait_until(lambda: job.state.current_image is not None, 60)   # the worker's live preview (every 5 steps)
     with_preview = cluster.queue.progress(job.id, live_preview=True)
     assert with_preview.live_preview.startswith("data:image/png;base64,") and with_preview.id_live_preview > 0
@@ -186,3 +189,7 @@ def test_a_batch_count_is_split_over_free_workers_and_keeps_each_images_seed(clu
         assert np.abs(pixels(a) - pixels(b)).max() <= 2
     assert result.infotexts[result.index_of_first_image:] == alone.infotexts[alone.index_of_first_image:]
     assert result.index_of_first_image == alone.index_of_first_image   # the grid, as in a single run
+
+
+def processed_worker(cluster, job) -> str:
+    return next(w.name for w in cluster.workers.workers if w.running == job.id)
