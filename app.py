@@ -76,7 +76,11 @@ def main(argv: list[str] | None = None) -> None:
     from modules.a1111 import lifecycle
 
     runtime = Runtime.create(args)
-    runtime.queue = JobQueue(runtime.paths.history_db)
+    runtime.queue = JobQueue(runtime.paths.history_db, batch_limit=lambda: runtime.opts.batch_compatible_jobs)
+    if args.ray_address:
+        from modules import ray_workers
+
+        runtime.workers = ray_workers.start(runtime, args.ray_address, args.ray_cpu_workers)
     lifecycle.run_installers(runtime.paths.extensions_dir, runtime.opts.disabled_extensions,
                              args.disable_all_extensions, args=sys.argv[1:] if argv is None else argv,
                              skip=args.skip_install)

@@ -46,6 +46,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "--listen unless every user may run code on this machine")
     p.add_argument("--device", type=str, default=None, help="torch device (default: cuda if available, else cpu)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--ray-address", type=str, default=None,
+                   help="run generation jobs on Ray worker actors of this cluster ('auto', host:port or "
+                        "ray://host:10001); needs the optional package ray (see README)")
+    p.add_argument("--ray-cpu-workers", type=int, default=None,
+                   help="with --ray-address: CPU worker actors to start (default: one per GPU, or 1 without GPUs)")
     return p
 
 

@@ -95,6 +95,9 @@ class Job:
     finished: float | None = None
     saved_files: list[str] = field(default_factory=list)   # files written so far (``note_saved_file``)
     future: Future[JobOutput] = field(default_factory=Future, repr=False)
+    batch_key: Any = None        # jobs with the same (non-None) key may run together as one batch (modules.batching)
+    group: list["Job"] = field(default_factory=list, repr=False)   # the jobs taken with this one (itself included)
+    notes: list[str] = field(default_factory=list, repr=False)     # what the runner adds to the history's error
 
     def result(self, timeout: float | None = None) -> JobOutput:
         """Block until the job ends; raises what the job raised, or ``JobCancelled``."""
@@ -143,6 +146,11 @@ def new_task_id(kind: str) -> str:
 _current_job = threading.local()   # the job the worker on this thread runs (``note_saved_file``)
 
 
+def current_job() -> Job | None:
+    """The job whose function runs on this thread, if any."""
+    return getattr(_current_job, "job", None)
+
+
 def note_saved_file(path: str | Path) -> None:
     """Link a file just written to the job running on this thread (if any), in its history row at once: the files
     of a job killed half-way are still in its row. Called by ``images.save_image``."""
@@ -155,7 +163,8 @@ def note_saved_file(path: str | Path) -> None:
 
 class JobQueue:
     def __init__(self, history_db: Path, *, max_pending: int = DEFAULT_MAX_PENDING,
-                 watchdog_interval: float = WATCHDOG_INTERVAL) -> None:
+                 watchdog_interval: float = WATCHDOG_INTERVAL, workers: int = 1,
+                 batch_limit: Callable[[], int] | int = 1) -> None:
         if max_pending < 1:
             raise ValueError("max_pending must be at least 1")
         self.max_pending = max_pending
@@ -165,25 +174,27 @@ class JobQueue:
             log.warning("%d job(s) left queued or running by a previous run are marked %r", lost,
                         INTERRUPTED_BY_RESTART)
         self._pending: deque[Job] = deque()
-        self._current: Job | None = None
+        self._current: list[Job] = []   # running jobs, oldest first (several with batches or several workers)
         self._closed = False
         self._cond = threading.Condition()
         self._stop = threading.Event()
         self.worker_restarts = 0
-        self._worker = self._start_worker()
+        self._batch_limit = batch_limit if callable(batch_limit) else (lambda: batch_limit)
+        self._workers = [self._start_worker() for _ in range(max(1, workers))]
         self._watchdog = threading.Thread(target=self._watch, args=(watchdog_interval,), name="job-queue-watchdog",
                                           daemon=True)
         self._watchdog.start()
 
     # -- submitting and waiting -----------------------------------------------------------------------------------
-    def submit(self, kind: str, params: dict[str, Any], fn: JobFn, *, task_id: str | None = None) -> Job:
+    def submit(self, kind: str, params: dict[str, Any], fn: JobFn, *, task_id: str | None = None,
+               batch_key: Any = None) -> Job:
         """Queue ``fn``; ``params`` (JSON-serialisable) is what the history records about the request.
 
         Raises ``QueueFull`` when ``max_pending`` jobs are waiting, ``ValueError`` when ``task_id`` is already queued,
         running or in the history (a task id names one job for good), and ``RuntimeError`` after ``close()``.
         """
         json.dumps(params)  # fail here, in the caller, rather than when the history is written
-        job = Job(id=task_id or new_task_id(kind), kind=kind, params=params, fn=fn)
+        job = Job(id=task_id or new_task_id(kind), kind=kind, params=params, fn=fn, batch_key=batch_key)
         self._ensure_worker()
         with self._cond:
             if self._closed:
@@ -206,12 +217,24 @@ class JobQueue:
     # -- reading ---------------------------------------------------------------------------------------------------
     @property
     def current(self) -> Job | None:
-        """The running job, if any."""
-        return self._current
+        """The running job (the oldest one when several run), if any."""
+        running = self._current
+        return running[0] if running else None
+
+    def running(self) -> list[Job]:
+        """Every running job, oldest first."""
+        with self._cond:
+            return list(self._current)
 
     @property
     def worker_alive(self) -> bool:
-        return self._worker.is_alive()
+        return all(worker.is_alive() for worker in self._workers)
+
+    def add_workers(self, count: int = 1) -> None:
+        """More worker threads (one per remote worker that joined): that many jobs (or batches) run at once."""
+        with self._cond:
+            if not self._closed:
+                self._workers.extend(self._start_worker() for _ in range(count))
 
     def pending(self) -> list[Job]:
         """Jobs waiting to run, next first."""
@@ -220,7 +243,7 @@ class JobQueue:
 
     def progress(self, task_id: str, *, live_preview: bool = False, id_live_preview: int = -1) -> TaskProgress:
         with self._cond:
-            running = self._current if self._current is not None and self._current.id == task_id else None
+            running = next((job for job in self._current if job.id == task_id), None)
             position = next((i for i, job in enumerate(self._pending) if job.id == task_id), None)
         if running is not None:
             return _running_progress(running, live_preview, id_live_preview)
@@ -247,9 +270,10 @@ class JobQueue:
     def cancel(self, task_id: str) -> Job:
         """Remove a queued job (recorded as cancelled), or interrupt it if it is running. ``KeyError`` if neither."""
         with self._cond:
-            if self._current is not None and self._current.id == task_id:
-                self._current.state.interrupt()
-                return self._current
+            running = next((j for j in self._current if j.id == task_id), None)
+            if running is not None:
+                running.state.interrupt()
+                return running
             job = next((j for j in self._pending if j.id == task_id), None)
             if job is None:
                 raise KeyError(task_id)
@@ -258,20 +282,20 @@ class JobQueue:
         return job
 
     def interrupt(self, task_id: str | None = None, *, after_current: bool = False) -> Job | None:
-        """Interrupt the running job (only if it has ``task_id``, when given); returns it, or None. ``after_current``
-        is the Interrupt button with A1111's "Don't Interrupt in the middle": a job making several images first stops
-        after the current one (``JobState.interrupt_button``)."""
-        job = self._running(task_id)
-        if job is not None:
+        """Interrupt the running job (only if it has ``task_id``, when given; without it every running job); returns
+        it, or None. ``after_current`` is the Interrupt button with A1111's "Don't Interrupt in the middle": a job
+        making several images first stops after the current one (``JobState.interrupt_button``)."""
+        jobs = self._running(task_id)
+        for job in jobs:
             job.state.interrupt_button(after_current)
-        return job
+        return jobs[0] if jobs else None
 
     def skip(self, task_id: str | None = None) -> Job | None:
         """Skip the running job's current batch (only if it has ``task_id``, when given); returns it, or None."""
-        job = self._running(task_id)
-        if job is not None:
+        jobs = self._running(task_id)
+        for job in jobs:
             job.state.skip()
-        return job
+        return jobs[0] if jobs else None
 
     def close(self, timeout: float | None = 30.0) -> None:
         """Cancel pending jobs, interrupt the running one, stop the worker and close the history database."""
@@ -279,28 +303,24 @@ class JobQueue:
             self._closed = True
             cancelled = list(self._pending)
             self._pending.clear()
-            if self._current is not None:
-                self._current.state.interrupt()
+            for job in self._current:
+                job.state.interrupt()
             self._cond.notify_all()
         self._stop.set()
         for job in cancelled:
             self._finish_cancelled(job, "cancelled: the server is shutting down")
-        self._worker.join(timeout)
+        for worker in list(self._workers):
+            worker.join(timeout)
         self._watchdog.join(timeout)
         self._history.close()
 
     # -- internals -------------------------------------------------------------------------------------------------
     def _find_live(self, task_id: str) -> Job | None:
-        if self._current is not None and self._current.id == task_id:
-            return self._current
-        return next((job for job in self._pending if job.id == task_id), None)
+        return next((job for job in (*self._current, *self._pending) if job.id == task_id), None)
 
-    def _running(self, task_id: str | None) -> Job | None:
+    def _running(self, task_id: str | None) -> list[Job]:
         with self._cond:
-            job = self._current
-        if job is None or (task_id is not None and job.id != task_id):
-            return None
-        return job
+            return [job for job in self._current if task_id is None or job.id == task_id]
 
     def _start_worker(self) -> threading.Thread:
         worker = threading.Thread(target=self._work, name="job-queue-worker", daemon=True)
@@ -308,18 +328,22 @@ class JobQueue:
         return worker
 
     def _ensure_worker(self) -> None:
-        """Restart the worker if it stopped (it cannot stop through a job; this is the last line of defence). A job
-        it left running is recorded as failed."""
+        """Restart a worker that stopped (it cannot stop through a job; this is the last line of defence). Jobs it
+        left running are recorded as failed."""
         with self._cond:
-            if self._closed or self._worker.is_alive():
+            dead = [w for w in self._workers if not w.is_alive()]
+            if self._closed or not dead:
                 return
-            lost, self._current = self._current, None
-            self.worker_restarts += 1
-            log.error("The job worker stopped unexpectedly; starting a new one (restart %d)", self.worker_restarts)
-            self._worker = self._start_worker()
-        if lost is not None and not lost.future.done():
-            self._finish(lost, JobOutput(files=list(lost.saved_files)),
-                         JobAborted("the job worker stopped unexpectedly while running this job"))
+            lost = [job for job in self._current if getattr(job, "_worker", None) in dead]
+            self._current = [job for job in self._current if job not in lost]
+            for worker in dead:
+                self.worker_restarts += 1
+                log.error("The job worker stopped unexpectedly; starting a new one (restart %d)", self.worker_restarts)
+                self._workers[self._workers.index(worker)] = self._start_worker()
+        for job in lost:
+            if not job.future.done():
+                self._finish(job, JobOutput(files=list(job.saved_files)),
+                             JobAborted("the job worker stopped unexpectedly while running this job"))
 
     def _watch(self, interval: float) -> None:
         while not self._stop.wait(interval):
@@ -328,34 +352,58 @@ class JobQueue:
             except Exception:  # noqa: BLE001 - the watchdog itself must keep going
                 log.exception("Job queue watchdog")
 
-    def _next_job(self) -> Job | None:
-        """Wait for the next job and mark it running; None once the queue is closed."""
+    def _next_job(self) -> list[Job] | None:
+        """Wait for the next job and mark it running, with the pending jobs of its batch key (up to the batch limit)
+        taken along; None once the queue is closed."""
         with self._cond:
             while not self._pending and not self._closed:
                 self._cond.wait()
             if self._closed:
                 return None
-            job = self._pending.popleft()
-            if not job.future.set_running_or_notify_cancel():  # its future was cancelled meanwhile
-                job.status = JobStatus.CANCELLED
-                return job
-            job.state.begin(job=job.kind)
-            job.status, job.started = JobStatus.RUNNING, time.time()
-            self._current = job
-        self._write(job)
-        return job
+            head = self._pending.popleft()
+            group = [head]
+            limit = self._batch_limit() if head.batch_key is not None else 1
+            for job in list(self._pending):
+                if len(group) >= limit:
+                    break
+                if job.batch_key == head.batch_key:
+                    self._pending.remove(job)
+                    group.append(job)
+            for job in group:
+                if not job.future.set_running_or_notify_cancel():  # its future was cancelled meanwhile
+                    job.status = JobStatus.CANCELLED
+                    continue
+                job.state.begin(job=job.kind)
+                job.status, job.started = JobStatus.RUNNING, time.time()
+                job._worker = threading.current_thread()
+                self._current.append(job)
+            live = [job for job in group if job.status is not JobStatus.CANCELLED]
+            for job in live:
+                job.group = live
+        for job in group:
+            if job.status is not JobStatus.CANCELLED:
+                self._write(job)
+        return group
 
     def _work(self) -> None:
-        while (job := self._next_job()) is not None:
-            if job.status is JobStatus.CANCELLED:
-                self._finish_cancelled(job, "cancelled before it started")
-                continue
+        while (group := self._next_job()) is not None:
+            for job in group:
+                if job.status is JobStatus.CANCELLED:
+                    self._finish_cancelled(job, "cancelled before it started")
+            live = [job for job in group if job.status is not JobStatus.CANCELLED]
             try:
-                self._run(job)
+                if len(live) == 1:
+                    self._run(live[0])
+                elif live:  # a batch: each job's function on its own thread; modules.batching joins them up
+                    threads = [threading.Thread(target=self._run, args=(job,), name=f"job-{job.id}", daemon=True)
+                               for job in live]
+                    for thread in threads:
+                        thread.start()
+                    for thread in threads:
+                        thread.join()
             finally:
                 with self._cond:
-                    if self._current is job:
-                        self._current = None
+                    self._current = [job for job in self._current if job not in live]
 
     def _run(self, job: Job) -> None:
         """Run one job under the guard: anything it raises, ``BaseException`` included, is that job's failure."""
@@ -380,14 +428,14 @@ class JobQueue:
         job.finished = time.time()
         if error is None:
             job.status = JobStatus.INTERRUPTED if job.state.interrupted else JobStatus.DONE
-            job.error = output.notes or None
+            job.error = "\n".join(filter(None, [*job.notes, output.notes])) or None
         else:
-            job.status, job.error = JobStatus.FAILED, f"{type(error).__name__}: {error}"
+            job.status, job.error = JobStatus.FAILED, "\n".join([*job.notes, f"{type(error).__name__}: {error}"])
         files = list(output.files) + [f for f in job.saved_files if f not in output.files]
         self._write(job, output.infotext, files)
         with self._cond:  # no longer current before anyone waiting on it hears that it ended
-            if self._current is job:
-                self._current = None
+            if job in self._current:
+                self._current.remove(job)
         if error is None:
             job.future.set_result(output)
         elif isinstance(error, Exception):

@@ -34,6 +34,7 @@ class Options(BaseModel):
     sd_model_checkpoint: str = Field("", description="Stable Diffusion checkpoint")
     sd_checkpoints_limit: int = Field(1, ge=1, le=10, description="Maximum number of checkpoints loaded at the same time")
     sd_vae: str = Field("Automatic", description="SD VAE")
+    batch_compatible_jobs: int = Field(4, ge=1, le=64, description="Batch compatible jobs: queued txt2img jobs with the same model, size, sampler, schedule, steps and CFG are sampled together, up to this many (1 = off)")
     CLIP_stop_at_last_layers: int = Field(1, ge=1, le=12, description="Clip skip")
     emphasis: Literal["Original", "No norm", "None"] = Field("Original", description="Emphasis mode")
     use_old_scheduling: bool = Field(False, description="Use old prompt editing timelines")

@@ -47,6 +47,7 @@ class Runtime:
     device: Any = "cpu"   # torch.device
     state: JobState = field(default_factory=JobState)   # the job that runs now (mirrors the queue's)
     model_ready: threading.Event = field(default_factory=threading.Event)  # set once the start-up load is done
+    workers: Any = None    # modules.ray_workers.RayWorkerPool with --ray-address: jobs run on Ray worker actors
 
     @classmethod
     def create(cls, args: argparse.Namespace) -> "Runtime":
@@ -161,10 +162,22 @@ class Runtime:
         return p
 
     def run(self, p: Any, state: JobState, native_size: Collection[str] = ()) -> Any:
-        """Run one generation job now (called on the queue's worker thread); `native_size` as in ``prepare``."""
-        from modules import scripts
+        """Run one generation job now (called on the queue's worker thread); `native_size` as in ``prepare``. A job
+        the queue took with compatible ones runs in their shared batch (``modules.batching``); with ``--ray-address``
+        it runs on a Ray worker (``modules.ray_workers``)."""
+        from modules import batching
 
         self.state = state
+        prepare = self.workers.prepare if self.workers is not None else self.prepare
+        batched = batching.run_in_batch(p, state, lambda q, s: self._execute(q, s, native_size),
+                                        lambda q, s: prepare(q, s, native_size))
+        return batched if batched is not None else self._execute(p, state, native_size)
+
+    def _execute(self, p: Any, state: JobState, native_size: Collection[str]) -> Any:
+        from modules import batching, scripts
+
+        if self.workers is not None and not batching.has_selected_script(p):
+            return self.workers.run(p, state, native_size)
         self.prepare(p, state, native_size)
         try:
             return scripts.process_with_scripts(p)
@@ -180,8 +193,10 @@ class Runtime:
             processed = self.run(p, state)
             return JobOutput(value=processed, infotext=processed.info, files=processed.files, notes=processed.comments)
 
+        from modules.batching import batch_key
+
         params = p.model_dump(mode="json", exclude={"init_images", "mask"})
-        return self.queue.submit(kind, params, job, task_id=task_id)
+        return self.queue.submit(kind, params, job, task_id=task_id, batch_key=batch_key(kind, p))
 
 
 def release_memory(error: BaseException) -> None:

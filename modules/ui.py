@@ -83,8 +83,9 @@ def progress_html(state: Any, queued_ahead: int = 0) -> str:
     batch = f"batch {min(state.job_no + 1, max(state.job_count, 1))}/{max(state.job_count, 1)}"
     stopping = (" — stopping after this image (press Interrupt again to stop at once)"
                 if getattr(state, "stopping_generation", False) and not state.interrupted else "")
+    where = f" — on {state.worker}" if getattr(state, "worker", None) else ""   # the Ray worker running it
     return (f"<div class='progress-text'><progress max='100' value='{pct}'></progress> {pct}% — {batch}, "
-            f"{step}{eta_s}{stopping}</div>")
+            f"{step}{eta_s}{where}{stopping}</div>")
 
 
 def checkpoint_choices(runtime: Runtime) -> list[str]:

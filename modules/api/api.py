@@ -21,8 +21,8 @@ from fastapi.responses import FileResponse
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
-from modules import (extensions, images, infotext, limits, merger, postprocessing, processing, scripts, sd_samplers,
-                     sd_vae, training)
+from modules import (batching, extensions, images, infotext, limits, merger, postprocessing, processing, ray_workers,
+                     scripts, sd_samplers, sd_vae, training)
 from modules.api import models as m
 from modules.api.codec import MAX_INPUT_PIXELS, ImageDecodeError, decode_image, encode_image
 from modules.api.docs import add_offline_docs
@@ -115,6 +115,8 @@ class Api:
         get(f"{PREFIX}/script-info", response_model=list[m.ScriptInfo])(self.script_info)
         get(f"{PREFIX}/extensions", response_model=list[m.ExtensionItem])(self.extensions)
         get(f"{PREFIX}/memory", response_model=m.MemoryResponse)(self.memory)
+        get(f"{PREFIX}/workers", summary="Generation workers (not in A1111's API): device, loaded models, running job")(
+            self.workers)
         post(f"{PREFIX}/create/embedding")(self.create_embedding)
         post(f"{PREFIX}/train/embedding")(self.train_embedding)
         post(f"{PREFIX}/train/lora")(self.train_lora)
@@ -216,7 +218,7 @@ class Api:
         restore = req.override_settings_restore_afterwards is not False
         native_size = [name for name in ("width", "height") if getattr(req, name) is None]
         job = self._submit(kind, _echo(req), self._generation_job(p, req.override_settings or {}, restore, native_size),
-                           task_id=req.force_task_id)
+                           task_id=req.force_task_id, batch_key=batching.batch_key(kind, p, native_size))
         processed, info = (await self._wait(job)).value
         fmt, quality = self.runtime.opts.samples_format, self.runtime.opts.jpeg_quality
         encoded = await run_in_threadpool(lambda: [encode_image(im, fmt, quality) for im in processed.images]
@@ -302,9 +304,9 @@ class Api:
 
     # -- jobs ------------------------------------------------------------------------------------------------------
     def _submit(self, kind: str, params: dict[str, Any], fn: Callable[[JobState], JobOutput], *,
-                task_id: str | None = None, task_id_field: str = "force_task_id") -> Job:
+                task_id: str | None = None, task_id_field: str = "force_task_id", batch_key: Any = None) -> Job:
         try:
-            return self.queue.submit(kind, params, fn, task_id=task_id)
+            return self.queue.submit(kind, params, fn, task_id=task_id, batch_key=batch_key)
         except QueueFull as e:
             raise HTTPException(429, str(e)) from None
         except ValueError as e:  # that task id is live or in the history: it names another job
@@ -527,6 +529,9 @@ class Api:
 
     async def extensions(self) -> list[m.ExtensionItem]:
         return [m.ExtensionItem(**item) for item in extensions.api_list()]
+
+    def workers(self) -> list[dict[str, Any]]:
+        return ray_workers.describe(self.runtime)
 
     def memory(self) -> m.MemoryResponse:
         ram = psutil.virtual_memory()
