@@ -28,8 +28,8 @@ from PIL import Image, ImageOps
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 from tqdm.auto import tqdm
 
-from modules import (attention, conditioning, extra_networks, guidance, images, infotext, limits, live_previews,
-                     masking, rng, script_callbacks, sd_samplers, styles)
+from modules import (attention, conditioning, cpu_threads, extra_networks, guidance, images, infotext, limits,
+                     live_previews, masking, rng, script_callbacks, sd_samplers, styles)
 from modules.options import Options
 from modules.paths import confine
 from modules.progress import JobState
@@ -737,7 +737,8 @@ def _process(p: StableDiffusionProcessing) -> Processed:
     timings = {"sampling": 0.0, "decode": 0.0, "save": 0.0}
     if p.tiling is None:
         p.tiling = bool(getattr(opts, "tiling", False))
-    with torch.inference_mode(), circular_padding(model, p.tiling):
+    with torch.inference_mode(), circular_padding(model, p.tiling), \
+            cpu_threads.for_job(model, p.width, p.height, p.batch_size):  # 1 thread for small work
         for n in range(p.n_iter):
             if state.stopping_generation and n > 0:
                 state.interrupted = True  # "Don't Interrupt in the middle": stopped after the image it was making
