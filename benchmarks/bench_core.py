@@ -164,6 +164,7 @@ def build_sd15_random(path: Path) -> Path:
 
 
 def generation_rows(label: str, gen: dict[str, float]) -> list[tuple[str, str, float | None, str]]:
+    print(f"{label}: {gen} (load average {os.getloadavg()[0]:.1f})", file=sys.stderr, flush=True)  # partial results
     preview_cost = gen["ours"] / gen["ours_no_previews"] - 1
     return [
         (f"(a) {label}: txt2img, default settings / raw compute floor", f"{gen['ours']:.3f} s / {gen['floor']:.3f} s",
