@@ -104,7 +104,10 @@ def main(argv: list[str] | None = None) -> None:
         if args.threads:
             import torch
 
+            from modules import cpu_threads
+
             torch.set_num_threads(args.threads)
+            cpu_threads.configure(args.threads)  # the most a job uses; small jobs use one (modules/cpu_threads.py)
         if args.skip_load_model_at_start:
             runtime.model_ready.set()
             return

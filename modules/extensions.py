@@ -20,7 +20,7 @@ one of its ``ScriptFile``s. ``owner_of(path)`` finds it for any file (callbacks 
 Extension code runs through ``guarded``: whatever it raises (``sys.exit()`` included: any ``BaseException`` except a
 ``KeyboardInterrupt`` from the terminal) is a failure of its owner, never of the job worker or the start-up; and a
 hook or callback that does not return within ``hook_timeout`` seconds (``--extension-timeout``) is abandoned on
-its daemon thread, reported and its extension switched off, as is one still running when its job is interrupted
+its (pooled, reused) daemon thread, reported and its extension switched off, as is one still running when its job is interrupted
 (without switching the extension off).
 """
 from __future__ import annotations
@@ -186,26 +186,27 @@ def _report(owner: Any, where: str, exc: BaseException) -> None:
 
 def _run_limited(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], timeout: float,
                  interrupted: Callable[[], bool] | None) -> Any:
-    """``fn(*args, **kwargs)`` on a daemon thread that sees this thread's context variables and torch grad /
+    """``fn(*args, **kwargs)`` on a pooled daemon thread that sees this thread's context variables and torch grad /
     inference mode; its exception is raised here. Waits at most ``timeout`` seconds (HookTimeout) and stops waiting
-    when ``interrupted()`` (HookAbandoned); the thread is left to finish on its own."""
+    when ``interrupted()`` (HookAbandoned); the thread is left to finish on its own, then serves later calls.
+
+    Threads are reused (a callback called at every sampling step, e.g. ``on_cfg_denoiser``, would otherwise start a
+    thread per call): a call takes an idle worker or starts one, so nested calls and abandoned ones never block."""
     outcome: dict[str, Any] = {}
     context, modes = contextvars.copy_context(), _torch_modes()
+    done = threading.Event()
 
-    def target() -> None:
+    def task() -> None:
+        threading.current_thread().name = f"extension-{getattr(fn, '__name__', 'hook')}"  # what runs there now
         try:
             with modes():
                 outcome["result"] = context.run(fn, *args, **kwargs)
         except BaseException as e:  # noqa: BLE001 - handed to the waiting thread
             outcome["error"] = e
 
-    thread = threading.Thread(target=target, daemon=True, name=f"extension-{getattr(fn, '__name__', 'hook')}")
     deadline = time.monotonic() + timeout
-    thread.start()
-    while thread.is_alive():
-        thread.join(max(0.0, min(0.05, deadline - time.monotonic())))
-        if not thread.is_alive():
-            break
+    _Worker.take().run(task, done)
+    while not done.wait(max(0.0, min(0.05 if interrupted is not None else timeout, deadline - time.monotonic()))):
         if interrupted is not None and interrupted():
             raise HookAbandoned("the job was interrupted")
         if time.monotonic() >= deadline:
@@ -213,6 +214,42 @@ def _run_limited(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str
     if "error" in outcome:
         raise outcome["error"]
     return outcome.get("result")
+
+
+class _Worker:
+    """A daemon thread that runs extension code, one call at a time, and then waits in the idle pool for the next."""
+
+    _idle: list["_Worker"] = []
+    _lock = threading.Lock()
+
+    def __init__(self) -> None:
+        self._task: tuple[Callable[[], None], threading.Event] | None = None
+        self._ready = threading.Semaphore(0)
+        threading.Thread(target=self._loop, daemon=True, name="extension-code").start()
+
+    @classmethod
+    def take(cls) -> "_Worker":
+        with cls._lock:
+            if cls._idle:
+                return cls._idle.pop()
+        return cls()
+
+    def run(self, task: Callable[[], None], done: threading.Event) -> None:
+        """Run ``task`` (which never raises) on this worker; ``done`` is set once the worker is idle again."""
+        self._task = (task, done)
+        self._ready.release()
+
+    def _loop(self) -> None:
+        while True:
+            self._ready.acquire()
+            (task, done), self._task = self._task, None
+            try:
+                task()
+            finally:
+                threading.current_thread().name = "extension-idle"
+                with self._lock:
+                    self._idle.append(self)
+                done.set()
 
 
 def _torch_modes() -> Callable[[], Any]:

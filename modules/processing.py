@@ -16,10 +16,13 @@ when an extension builds a ``p`` without them, the app's current ones are used (
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import math
+import sys
 import time
+import weakref
 from typing import Any, Iterator
 
 import numpy as np
@@ -28,8 +31,8 @@ from PIL import Image, ImageOps
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 from tqdm.auto import tqdm
 
-from modules import (attention, conditioning, extra_networks, guidance, images, infotext, limits, live_previews,
-                     masking, noise_schedule, rng, script_callbacks, sd_samplers, styles)
+from modules import (attention, conditioning, cpu_threads, extra_networks, guidance, images, infotext, limits,
+                     live_previews, masking, noise_schedule, rng, script_callbacks, sd_samplers, styles)
 from modules.options import Options
 from modules.paths import confine
 from modules.progress import JobState
@@ -743,7 +746,8 @@ def _process(p: StableDiffusionProcessing) -> Processed:
     timings = {"sampling": 0.0, "decode": 0.0, "save": 0.0}
     if p.tiling is None:
         p.tiling = bool(getattr(opts, "tiling", False))
-    with torch.inference_mode(), circular_padding(model, p.tiling):
+    with torch.inference_mode(), circular_padding(model, p.tiling), \
+            cpu_threads.for_job(model, p.width, p.height, p.batch_size):  # 1 thread for small work
         for n in range(p.n_iter):
             if state.stopping_generation and n > 0:
                 state.interrupted = True  # "Don't Interrupt in the middle": stopped after the image it was making
@@ -973,7 +977,7 @@ def sample(model: Any, scheduler, latents: torch.Tensor, timesteps: torch.Tensor
     step_kwargs = {"generator": generators} if _accepts_generator(scheduler) else {}
     adjust = guidance.Guidance.of(p, model)
     for i, t in enumerate(tqdm(timesteps, desc=f"{p.tab} {p.iteration + 1}/{p.n_iter}", leave=False,
-                               disable=len(timesteps) <= 1)):
+                               disable=len(timesteps) <= 1 or not _console())):  # no bar into logs
         if state.interrupted or state.skipped:
             if state.interrupted:
                 p._unfinished = True  # a half-denoised batch: not an image to save or count as done
@@ -1007,10 +1011,20 @@ def _vae_approx_dir(p: StableDiffusionProcessing):
     return Paths.from_args(data_dir=p.data_dir).vae_approx_dir
 
 
-def _accepts_generator(scheduler) -> bool:
+def _console() -> bool:
+    """Whether a console progress bar is shown: only on a terminal (a log file or pipe gets none)."""
+    return sys.stderr is not None and sys.stderr.isatty()
+
+
+@functools.lru_cache(maxsize=None)
+def _step_takes_generator(scheduler_class: type) -> bool:
     import inspect
 
-    return "generator" in inspect.signature(scheduler.step).parameters
+    return "generator" in inspect.signature(scheduler_class.step).parameters
+
+
+def _accepts_generator(scheduler) -> bool:
+    return _step_takes_generator(type(scheduler))
 
 
 def cfg_denoise(model: Any, x: torch.Tensor, t: torch.Tensor, cond_parts: list[list[tuple[Any, float]]],
@@ -1142,8 +1156,7 @@ def decode_to_tensor(model: Any, latents: torch.Tensor, state: JobState | None =
         tiling = vae.use_tiling, vae.tile_latent_min_size, vae.tile_sample_min_size
         vae.use_tiling, vae.tile_latent_min_size = True, DECODE_TILE
         vae.tile_sample_min_size = DECODE_TILE * model.vae_scale_factor
-    blocks = [m for m in vae.decoder.modules() if type(m).__name__.endswith(("Block2D", "Upsample2D"))]
-    hooks = [m.register_forward_pre_hook(check) for m in blocks] if state is not None else []
+    hooks = [m.register_forward_pre_hook(check) for m in _decoder_blocks(vae)] if state is not None else []
     try:
         pixels = []
         for batch in latents.split(1 if state is not None else len(latents)):
@@ -1155,6 +1168,18 @@ def decode_to_tensor(model: Any, latents: torch.Tensor, state: JobState | None =
             vae.use_tiling, vae.tile_latent_min_size, vae.tile_sample_min_size = tiling
         for hook in hooks:
             hook.remove()
+
+
+_blocks_of: "weakref.WeakKeyDictionary[torch.nn.Module, list[torch.nn.Module]]" = weakref.WeakKeyDictionary()
+
+
+def _decoder_blocks(vae: Any) -> list[torch.nn.Module]:
+    """The VAE decoder's blocks that check for an interrupt before they run (listed once per VAE)."""
+    blocks = _blocks_of.get(vae)
+    if blocks is None:
+        blocks = _blocks_of[vae] = [m for m in vae.decoder.modules()
+                                    if type(m).__name__.endswith(("Block2D", "Upsample2D"))]
+    return blocks
 
 
 def to_pil(x: torch.Tensor) -> list[Image.Image]:

@@ -29,6 +29,7 @@ from typing import Callable  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
+from modules import cpu_threads  # noqa: E402
 from modules.options import Options  # noqa: E402
 from modules.paths import CONFIGS_DIR, Paths  # noqa: E402
 from modules.sd_models import ModelManager, SDModel  # noqa: E402
@@ -37,7 +38,11 @@ from tests.fixtures_models import (  # noqa: E402
     write_tiny_configs,
 )
 
-torch.set_num_threads(2)
+torch.set_num_threads(1)
+# Jobs on small models run on one thread (modules/cpu_threads.py); tests compare job results bit for bit with work
+# done outside a job (decodes, diffusers' pipeline), so everything runs on one thread. tests/test_cpu_threads.py
+# checks the choice itself.
+cpu_threads.configure(1)
 
 TINY_CHECKPOINTS = {
     # file name under models/Stable-diffusion: (family, build options, safetensors metadata)

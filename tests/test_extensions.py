@@ -264,3 +264,38 @@ def test_example_extension_loads_and_works(ext_dir, tiny_sd1_model):
     script_callbacks.app_started_callback(None, app)
     answer = TestClient(app).get("/example-extension/hello").json()
     assert answer == {"extension": "example-extension", "folder": str((ext_dir / "example-extension").resolve())}
+
+
+def test_timed_extension_code_reuses_threads_and_still_times_out(monkeypatch):
+    """A callback called at every sampling step runs on a pooled thread, not a new thread per call; nested calls and
+    a call that overruns (abandoned, its thread busy) do not block the next ones."""
+    import threading
+    import time
+
+    monkeypatch.setattr(extensions, "hook_timeout", 0.5)
+    names = set()
+
+    def cb(x):
+        names.add(threading.current_thread().name)
+        return x + 1
+
+    extensions.guarded(None, "warm-up", cb, (0,))
+    starts, start = [], threading.Thread.start
+    monkeypatch.setattr(threading.Thread, "start", lambda self: (starts.append(self.name), start(self))[1])
+    idents = set()
+    for i in range(200):
+        ok, result = extensions.guarded(None, "cb", lambda x: (idents.add(threading.get_ident()), cb(x))[1], (i,))
+        assert ok and result == i + 1
+    assert len(starts) <= 1, starts
+    assert threading.get_ident() not in idents and names == {"extension-cb", "extension-<lambda>"}
+
+    def outer():  # extension code that itself runs guarded extension code
+        return extensions.guarded(None, "inner", cb, (41,))[1]
+
+    assert extensions.guarded(None, "outer", outer) == (True, 42)
+    t = time.monotonic()
+    assert extensions.guarded(None, "sleeper", time.sleep, (3,)) == (False, None)  # abandoned after 0.5 s
+    assert time.monotonic() - t < 2
+    assert extensions.guarded(None, "after", cb, (1,)) == (True, 2)
+    with pytest.raises(ZeroDivisionError):
+        extensions.guarded(None, "raises", lambda: 1 / 0, passthrough=(ZeroDivisionError,))

@@ -213,6 +213,46 @@ def test_title_gets_hash_on_load_and_hash_is_cached(models_dir, make_manager):
     assert make_manager(data_dir).get_info("sd1.safetensors").shorthash is None
 
 
+def test_a_large_checkpoint_loads_without_waiting_for_its_hash(models_dir, make_manager, monkeypatch):
+    """A1111 hashes lazily: a big file's first load does not read it twice first. The title and the job's infotext
+    have the hash once the background hash is done; a sidecar still makes the load verify first."""
+    from modules import infotext
+    from modules.processing import StableDiffusionProcessingTxt2Img
+
+    monkeypatch.setattr(sd_models, "BACKGROUND_HASH_BYTES", 0)   # every file counts as large
+    gate, hashing, real = threading.Event(), threading.Event(), sd_models.sha256_of_file
+
+    def slow_hash(path):
+        hashing.set()
+        assert gate.wait(30)
+        return real(path)
+
+    monkeypatch.setattr(sd_models, "sha256_of_file", slow_hash)
+    data_dir = models_dir("sd1.safetensors")
+    manager = make_manager(data_dir)
+    info = manager.get_info("sd1.safetensors")
+    model = manager.load("sd1")                   # returns while the hash is blocked
+    assert hashing.wait(10) and not gate.is_set()
+    assert info.sha256 is None and info.title == "sd1.safetensors" and model.sd_model_hash is None
+    assert manager.wait_for_hash(info, timeout=0.05) is None
+    p = StableDiffusionProcessingTxt2Img(prompt="x", steps=2, width=64, height=64)
+    p.sd_model = model
+    assert "Model hash" not in infotext.create_infotext(p, [p.prompt], [1], [0], all_negative_prompts=[""])
+    gate.set()
+    sha = hashlib.sha256(Path(info.filename).read_bytes()).hexdigest()
+    assert manager.wait_for_hash(info, timeout=30) == sha
+    assert info.title == f"sd1.safetensors [{sha[:10]}]" and model.sd_model_hash == sha[:10]
+    assert f"Model hash: {sha[:10]}" in infotext.create_infotext(p, [p.prompt], [1], [0], all_negative_prompts=[""])
+    assert manager.calculate_hash(info) == sha
+
+    # with a sidecar the hash is checked before the model is used
+    other = make_manager(models_dir("sdxl.safetensors"))
+    sdxl = other.get_info("sdxl.safetensors")
+    Path(sdxl.filename + ".sha256").write_text("0" * 64 + "\n")
+    with pytest.raises(CheckpointLoadError, match="SHA-256 mismatch"):
+        other.load("sdxl")
+
+
 def test_lookup_by_every_a1111_form(models_dir, make_manager):
     manager = make_manager(models_dir("sd1.safetensors", "sdxl.safetensors"))
     info = manager.get_info("sdxl.safetensors")
