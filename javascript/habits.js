@@ -234,7 +234,8 @@ document.addEventListener("contextmenu", (e) => {
 }, true);
 
 document.addEventListener("click", (e) => {
-    if (!e.target.closest || !e.target.closest("#context-menu")) {
+    // a person's click elsewhere closes the menu (not the clicks Generate forever makes on Generate)
+    if (e.isTrusted && (!e.target.closest || !e.target.closest("#context-menu"))) {
         habitsHideMenu();
     }
 });

@@ -184,6 +184,7 @@ def test_send_to_img2img_sends_the_selected_picture_and_its_parameters(page, ser
     assert value(page, "img2img_neg_prompt") == "a red circle"
     assert value(page, "img2img_steps") == "3" and value(page, "img2img_width") == "64"
     shot(page, "sent-to-img2img")
+    page.click("button[role=tab]:has-text('txt2img')")
     set_slider(page, "txt2img_batch_size", 1)
 
 
