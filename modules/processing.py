@@ -324,6 +324,12 @@ class StableDiffusionProcessingTxt2Img(StableDiffusionProcessing):
                 "Hires resize": f"{hr_w}x{hr_h}" if (self.hr_resize_x or self.hr_resize_y) else None,
                 "Hires steps": self.hr_second_pass_steps or None,
                 "Hires upscaler": self.hr_upscaler,
+                # as A1111: written when they differ from the first pass's, so a paste gives them back
+                "Hires sampler": self.hr_sampler_name if self.hr_sampler_name not in (None, self.sampler_name) else None,
+                "Hires schedule type": self.hr_scheduler if self.hr_scheduler not in (None, self.scheduler) else None,
+                "Hires prompt": self.hr_prompt if self.hr_prompt and self.hr_prompt != self.prompt else None,
+                "Hires negative prompt": (self.hr_negative_prompt if self.hr_negative_prompt
+                                          and self.hr_negative_prompt != self.negative_prompt else None),
             })
             self.extra_generation_params = {k: v for k, v in self.extra_generation_params.items() if v is not None}
         else:

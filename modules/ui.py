@@ -18,6 +18,7 @@ from pydantic import ValidationError
 from modules import extension_git, extensions, page, script_callbacks
 from modules.a1111 import component_hooks, options as extension_options
 from modules import infotext as infotext_mod
+from modules import ui_habits
 from modules.options import Options
 from modules.runtime import Runtime
 
@@ -33,6 +34,8 @@ CSS = """
 #quicksettings {align-items: end}
 .progress-text {font-family: monospace}
 .error-box {color: #b91c1c; font-weight: 600}
+.model-knowledge {font-size: 0.85em; opacity: 0.85}
+.model-knowledge ul {margin: 0.2em 0 0 1.2em}
 /* a single picture (or a grid) fits the gallery's 420 px whole instead of overflowing it */
 .gallery-container .thumbnail-lg {max-height: 360px}
 """
@@ -148,14 +151,16 @@ def run_job(runtime: Runtime, kind: str, p: Any):
     comments = "".join(f"<p class='comments'>{html.escape(line)}</p>" for line in processed.comments.splitlines())
     yield (gr.update(value=processed.images, label=OUTPUT_LABEL),
            infotext_html(info) + comments + (f"<p>{note}</p>" if note else ""),
-           f"<div class='progress-text'>Done in {processed.timings.get('total', 0):.2f}s{note}</div>", None,
+           f"<div class='progress-text' data-job-end='{job.id}'>Done in {processed.timings.get('total', 0):.2f}s"
+           f"{note}</div>", None,
            processed.js(), "")
 
 
 def failed(e: Exception) -> tuple[Any, ...]:
     """run_job's outputs for a job that failed or was refused: the error beside Generate, the gallery's images
     labelled as the previous ones."""
-    return gr.update(label=PREVIOUS_OUTPUT_LABEL), gr.update(), "", None, gr.update(), format_error(e)
+    end = f"<div class='progress-text' data-job-end='failed-{time.monotonic_ns()}'></div>"   # Generate forever
+    return gr.update(label=PREVIOUS_OUTPUT_LABEL), gr.update(), end, None, gr.update(), format_error(e)
 
 
 def schedule_choices(sampler: str, current: str) -> Any:
@@ -166,7 +171,9 @@ def schedule_choices(sampler: str, current: str) -> Any:
         labels = sd_samplers.schedules_for(sampler)
     except ValueError:
         return gr.update()
-    return gr.update(choices=labels, value=current if current in labels else labels[0])
+    # the value only when it must change: a paste sets sampler and schedule at once, and ``current`` may be the value
+    # from before the paste
+    return gr.update(choices=labels) if current in labels else gr.update(choices=labels, value=labels[0])
 
 
 def interrupt_clicked(runtime: Runtime) -> None:
@@ -197,11 +204,15 @@ class GenerationControls:
                 self.prompt = gr.Textbox(label="Prompt", lines=3, placeholder="Prompt (press Ctrl+Enter to generate)",
                                          elem_id=f"{tab}_prompt")
                 self.prompt_tokens = gr.HTML("0/75", elem_id=f"{tab}_token_counter")
+                self.model_note = gr.HTML("", elem_id=f"{tab}_model_note")   # what the default model draws
                 self.negative_prompt = gr.Textbox(label="Negative prompt", lines=2, elem_id=f"{tab}_neg_prompt")
                 self.negative_tokens = gr.HTML("0/75", elem_id=f"{tab}_negative_token_counter")
             with gr.Column(scale=1, min_width=160):
                 self.generate = gr.Button("Generate", variant="primary", elem_id=f"{tab}_generate")
                 with gr.Row():
+                    # A1111's ↙: fill every field from the infotext in the prompt box (empty: the last generation's)
+                    self.paste = gr.Button("↙️", elem_id=f"{tab}_paste", min_width=40, scale=0,
+                                           elem_classes=["tool"])
                     self.interrupt = gr.Button("Interrupt", elem_id=f"{tab}_interrupt")
                     self.skip = gr.Button("Skip", elem_id=f"{tab}_skip")
                 self.error = gr.HTML("", elem_id=f"{tab}_error")   # why the last Generate failed, in view
@@ -243,7 +254,7 @@ class GenerationControls:
             self.seed = gr.Number(value=-1, label="Seed", precision=0, elem_id=f"{self.tab}_seed")
             self.random_seed = gr.Button("🎲", elem_id=f"{self.tab}_random_seed", scale=0, min_width=40)
             self.reuse_seed = gr.Button("♻️", elem_id=f"{self.tab}_reuse_seed", scale=0, min_width=40)
-        with gr.Accordion("Extra", open=False):
+        with gr.Accordion("Extra", open=False, elem_id=f"{self.tab}_seed_extras"):
             with gr.Row():
                 self.subseed = gr.Number(value=-1, label="Variation seed", precision=0, elem_id=f"{self.tab}_subseed")
                 self.subseed_strength = gr.Slider(0, 1, value=0, step=0.01, label="Variation strength",
@@ -266,6 +277,13 @@ class GenerationControls:
         with gr.Row():
             self.send_to_img2img = gr.Button("Send to img2img", elem_id=f"{self.tab}_send_to_img2img")
             self.send_to_inpaint = gr.Button("Send to inpaint", elem_id=f"{self.tab}_send_to_inpaint")
+            self.send_to_extras = gr.Button("Send to extras", elem_id=f"{self.tab}_send_to_extras")
+        # the picture the send-to buttons take: the one selected in the gallery (-1: none, the first)
+        self.selected_index = gr.State(-1)
+        self.gallery.select(_selected_index, None, self.selected_index, queue=False)
+        if hasattr(self.gallery, "preview_close"):
+            self.gallery.preview_close(lambda: -1, None, self.selected_index, queue=False)
+        self.generation_info.change(lambda: -1, None, self.selected_index, queue=False)
 
     def fields(self) -> dict[str, gr.components.Component]:
         """Processing field name -> widget, for the parameters both tabs share."""
@@ -339,6 +357,10 @@ class GenerationControls:
                 event(count, [box, self.styles], counter, queue=False, show_progress="hidden")
 
 
+def _selected_index(evt: gr.SelectData) -> int:
+    return evt.index if isinstance(evt.index, int) else -1
+
+
 def _number(value: float) -> int | float:
     """Whole numbers stay ints, so the infotext reads ``CFG scale: 7`` as A1111's UI writes it."""
     value = float(value)
@@ -377,7 +399,7 @@ def txt2img_tab(runtime: Runtime, native: int, samplers, schedulers) -> Generati
     with gr.Row():
         with gr.Column(elem_id="txt2img_settings"):
             c.sampling()
-            with gr.Accordion("Hires. fix", open=False):
+            with gr.Accordion("Hires. fix", open=False, elem_id="txt2img_hires_accordion"):
                 hr = {"enable_hr": gr.Checkbox(label="Enable", value=False, elem_id="txt2img_enable_hr")}
                 with gr.Row():
                     hr["hr_upscaler"] = gr.Dropdown(hires_upscaler_choices(runtime), value="Latent", label="Upscaler",
@@ -388,11 +410,15 @@ def txt2img_tab(runtime: Runtime, native: int, samplers, schedulers) -> Generati
                                                          elem_id="txt2img_denoising_strength")
                     hr["hr_scale"] = gr.Slider(1, 4, value=2.0, step=0.05, label="Upscale by",
                                                elem_id="txt2img_hr_scale")
+                hires_extra_controls(hr, samplers, schedulers)
             c.size_batch_cfg_seed()
             c.script_controls()
         with gr.Column(elem_id="txt2img_results"):
             c.outputs()
     c.wire_common(runtime)
+    c.paste_extra = hr      # an infotext fills the hires fields too
+    hr["hr_sampler_name"].change(hires_schedule_choices, [hr["hr_sampler_name"], hr["hr_scheduler"]],
+                                 hr["hr_scheduler"], queue=False)
 
     def build(v: dict[str, Any]):
         from modules.processing import StableDiffusionProcessingTxt2Img
@@ -400,10 +426,52 @@ def txt2img_tab(runtime: Runtime, native: int, samplers, schedulers) -> Generati
         return StableDiffusionProcessingTxt2Img(
             **GenerationControls.common_kwargs(v), enable_hr=bool(v["enable_hr"]), hr_upscaler=v["hr_upscaler"],
             hr_second_pass_steps=int(v["hr_second_pass_steps"]), hr_scale=float(v["hr_scale"]),
-            denoising_strength=float(v["denoising_strength"]) if v["enable_hr"] else None)
+            denoising_strength=float(v["denoising_strength"]) if v["enable_hr"] else None,
+            hr_resize_x=int(v["hr_resize_x"]), hr_resize_y=int(v["hr_resize_y"]),
+            hr_sampler_name=None if v["hr_sampler_name"] == ui_habits.USE_SAME_SAMPLER else v["hr_sampler_name"],
+            hr_scheduler=None if v["hr_scheduler"] == ui_habits.USE_SAME_SCHEDULER else v["hr_scheduler"],
+            hr_prompt=v["hr_prompt"] or "", hr_negative_prompt=v["hr_negative_prompt"] or "")
 
     c.wire_generate(runtime, {**c.fields(), **hr}, build)
     return c
+
+
+def hires_extra_controls(hr: dict[str, Any], samplers: list[str], schedulers: list[str]) -> None:
+    """Hires fix's resize-to, sampler / schedule and prompts (A1111's element ids; the sampler and prompts, which
+    A1111 shows behind two settings, are in a closed sub-accordion)."""
+    with gr.Row():
+        hr["hr_resize_x"] = gr.Slider(0, 2048, value=0, step=8, label="Resize width to (0: by Upscale by)",
+                                      elem_id="txt2img_hr_resize_x")
+        hr["hr_resize_y"] = gr.Slider(0, 2048, value=0, step=8, label="Resize height to (0: by Upscale by)",
+                                      elem_id="txt2img_hr_resize_y")
+    with gr.Accordion("Hires sampler and prompts", open=False, elem_id="txt2img_hires_extra"):
+        with gr.Row():
+            hr["hr_sampler_name"] = gr.Dropdown([ui_habits.USE_SAME_SAMPLER, *samplers],
+                                                value=ui_habits.USE_SAME_SAMPLER, label="Hires sampling method",
+                                                elem_id="hr_sampler")
+            hr["hr_scheduler"] = gr.Dropdown([ui_habits.USE_SAME_SCHEDULER, *schedulers],
+                                             value=ui_habits.USE_SAME_SCHEDULER, label="Hires schedule type",
+                                             elem_id="hr_scheduler")
+        hr["hr_prompt"] = gr.Textbox(label="Hires prompt", lines=2, elem_id="hires_prompt",
+                                     placeholder="Prompt of the hires pass (empty: the first pass's prompt)")
+        hr["hr_negative_prompt"] = gr.Textbox(label="Hires negative prompt", lines=2, elem_id="hires_neg_prompt",
+                                              placeholder="Negative prompt of the hires pass (empty: the first "
+                                                          "pass's)")
+
+
+def hires_schedule_choices(sampler: str, current: str) -> Any:
+    """The hires Schedule type dropdown: "Use same scheduler" and the schedules the hires sampler runs."""
+    from modules import sd_samplers
+
+    if sampler == ui_habits.USE_SAME_SAMPLER:
+        labels = [s.label for s in sd_samplers.schedulers]
+    else:
+        try:
+            labels = sd_samplers.schedules_for(sampler)
+        except ValueError:
+            return gr.update()
+    labels = [ui_habits.USE_SAME_SCHEDULER, *labels]
+    return gr.update(choices=labels) if current in labels else gr.update(choices=labels, value=labels[0])
 
 
 def img2img_tab(runtime: Runtime, native: int, samplers, schedulers) -> tuple[GenerationControls, dict]:
@@ -449,6 +517,7 @@ def img2img_tab(runtime: Runtime, native: int, samplers, schedulers) -> tuple[Ge
         with gr.Column(elem_id="img2img_results"):
             c.outputs()
     c.wire_common(runtime)
+    c.paste_extra = {k: w[k] for k in ("denoising_strength", "mask_blur")}
 
     def build(v: dict[str, Any]):
         from modules.processing import StableDiffusionProcessingImg2Img
@@ -508,6 +577,8 @@ def pnginfo_tab() -> dict[str, Any]:
             with gr.Row():
                 w["to_txt2img"] = gr.Button("Send to txt2img", elem_id="pnginfo_send_txt2img")
                 w["to_img2img"] = gr.Button("Send to img2img", elem_id="pnginfo_send_img2img")
+                w["to_inpaint"] = gr.Button("Send to inpaint", elem_id="pnginfo_send_inpaint")
+                w["to_extras"] = gr.Button("Send to extras", elem_id="pnginfo_send_extras")
 
     def read(image):
         if image is None:
@@ -524,33 +595,12 @@ def pnginfo_tab() -> dict[str, Any]:
 
 
 def paste_fields(c: GenerationControls) -> tuple[list, Any]:
-    """Widgets and a function that fill them from an infotext (PNG Info → txt2img/img2img)."""
-    targets = [c.prompt, c.negative_prompt, c.steps, c.sampler_name, c.scheduler, c.cfg_scale, c.seed, c.width,
-               c.height, c.guidance_rescale, c.dynamic_thresholding, c.dynamic_thresholding_mimic_scale]
-
-    def fill(text: str):
-        if not text:
-            return [gr.update()] * len(targets)
-        params = infotext_mod.parse_generation_parameters(text)
-        script_callbacks.infotext_pasted_callback(text, params)
-
-        def num(key, cast):
-            try:
-                return cast(params[key])
-            except (KeyError, ValueError, TypeError):
-                return gr.update()
-
-        return [params.get("Prompt", ""), params.get("Negative prompt", ""), num("Steps", int),
-                params.get("Sampler", gr.update()), params.get("Schedule type", "Automatic"), num("CFG scale", float),
-                num("Seed", int), num("Size-1", int), num("Size-2", int),
-                num("CFG Rescale φ", float) if "CFG Rescale φ" in params else 0.0,
-                num("Dynamic thresholding", float) if "Dynamic thresholding" in params else 0.0,
-                num("Dynamic thresholding mimic scale", float)]
-
-    return targets, fill
+    """Widgets and a function that fill them from an infotext (PNG Info, send-to, ↙, history): every field the
+    infotext names, hires fix and variation seed included (see ``ui_habits.field_values``)."""
+    return ui_habits.infotext_filler(c, txt2img=c.tab == "txt2img")
 
 
-def extras_tab(runtime: Runtime) -> None:
+def extras_tab(runtime: Runtime) -> dict[str, Any]:
     """A1111's Extras tab: a single image, several uploads or a folder, through the postprocessing scripts (the
     built-in Upscale and those of extensions), saved to the extras output folder."""
     from modules import postprocessing, scripts
@@ -559,8 +609,8 @@ def extras_tab(runtime: Runtime) -> None:
     with gr.Row():
         with gr.Column():
             mode = gr.Number(value=0, visible=False, precision=0, elem_id="extras_mode")
-            with gr.Tabs(elem_id="mode_extras"):
-                with gr.Tab("Single Image", elem_id="extras_single_tab") as single_tab:
+            with gr.Tabs(elem_id="mode_extras") as mode_tabs:
+                with gr.Tab("Single Image", id="single_image", elem_id="extras_single_tab") as single_tab:
                     image = gr.Image(label="Source", type="pil", image_mode=None, elem_id="extras_image")
                     readable_images(image)
                 with gr.Tab("Batch Process", elem_id="extras_batch_process_tab") as batch_tab:
@@ -606,6 +656,7 @@ def extras_tab(runtime: Runtime) -> None:
 
     run.click(do_extras, [mode, image, files, input_dir, output_dir, show_results, *script_inputs], [gallery, info],
               concurrency_limit=4)
+    return {"image": image, "mode": mode, "mode_tabs": mode_tabs}   # for "Send to extras"
 
 
 def merger_tab(runtime: Runtime, ckpt: gr.Dropdown) -> None:
@@ -917,7 +968,7 @@ def create_ui(runtime: Runtime) -> gr.Blocks:
             with gr.Tab("img2img", id="img2img", elem_id="tab_img2img"):
                 i2i, i2i_w = img2img_tab(runtime, native, samplers, schedulers)
             with gr.Tab("Extras", id="extras", elem_id="tab_extras"):
-                extras_tab(runtime)
+                extras_w = extras_tab(runtime)
             with gr.Tab("PNG Info", id="pnginfo", elem_id="tab_pnginfo"):
                 png = pnginfo_tab()
             with gr.Tab("Checkpoint Merger", id="modelmerger", elem_id="tab_modelmerger"):
@@ -945,26 +996,9 @@ def create_ui(runtime: Runtime) -> gr.Blocks:
         for changed in (settings_applied, checkpoint_changed):
             changed.then(lambda: page.options_json(runtime.opts), None, settings_json, queue=False,
                          show_progress="hidden")
+        ui_habits.wire_model_note(runtime, demo, checkpoint_changed, [t2i, i2i])
 
-        # send-to buttons and PNG Info paste
-        def first_image(gallery):
-            if not gallery:
-                return None
-            item = gallery[0]
-            img = item[0] if isinstance(item, (tuple, list)) else item
-            return Image.open(img) if isinstance(img, str) else img
-
-        for c in (t2i, i2i):
-            c.send_to_img2img.click(lambda g: (first_image(g), gr.Tabs(selected="img2img"),
-                                               gr.Tabs(selected="img2img_tab")),
-                                    c.gallery, [i2i_w["init_img"], tabs, i2i_w["mode_tabs"]])
-            c.send_to_inpaint.click(lambda g: ({"background": first_image(g), "layers": [], "composite": None},
-                                               gr.Tabs(selected="img2img"), gr.Tabs(selected="inpaint_tab"), "inpaint"),
-                                    c.gallery, [i2i_w["inpaint_editor"], tabs, i2i_w["mode_tabs"], i2i_w["mode"]])
-        for target_tab, c in (("txt2img", t2i), ("img2img", i2i)):
-            targets, fill = paste_fields(c)
-            button = png["to_txt2img"] if target_tab == "txt2img" else png["to_img2img"]
-            button.click(fill, png["text"], targets).then(lambda t=target_tab: gr.Tabs(selected=t), None, tabs)
+        ui_habits.wire_send_to(runtime, tabs, t2i, i2i, i2i_w, png, extras_w)
 
         def on_page_load():
             """The model loads after the server starts: show it, and default the size to its native resolution."""
