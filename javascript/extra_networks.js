@@ -191,3 +191,21 @@ onUiUpdate(() => {
         extraNetworksMarkInPrompt(tab, false);
     }
 });
+
+onUiLoaded(() => {
+    // tooltips of the small buttons (Gradio buttons have no title of their own)
+    const titles = {
+        styles_refresh: "Read styles.csv again",
+        styles_edit_button: "Edit styles: create, change or delete a style (saved to styles.csv)",
+        style_apply: "Apply the selected styles to the prompt boxes (and unselect them)",
+        extra_refresh: "Read the model folders again: new files appear",
+    };
+    for (const tab of ["txt2img", "img2img"]) {
+        for (const [id, title] of Object.entries(titles)) {
+            const el = gradioApp().querySelector(`#${tab}_${id}`);
+            if (el) {
+                el.title = title;
+            }
+        }
+    }
+});

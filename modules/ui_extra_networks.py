@@ -48,10 +48,12 @@ CSS = """
 .extra-network-card .actions button {background: rgba(0,0,0,.6); color: #fff; border: none; border-radius: 4px;
   padding: 2px 6px; font-size: 14px; cursor: pointer}
 .extra-network-card .actions button:hover {background: #f97316}
-.extra-network-card .caption {position: absolute; left: 0; right: 0; bottom: 0; padding: 18px 8px 6px;
-  background: linear-gradient(transparent, rgba(0,0,0,.85)); color: #fff}
-.extra-network-card .caption .name {font-weight: 600; font-size: 14px; word-break: break-word}
-.extra-network-card .caption .description {font-size: 11px; opacity: .8; max-height: 3.6em; overflow: hidden}
+.extra-network-card .caption {position: absolute; left: 0; right: 0; bottom: 0; padding: 22px 8px 6px;
+  background: linear-gradient(transparent, rgba(0,0,0,.85))}
+.extra-network-card .caption .name {font-weight: 600; font-size: 14px; word-break: break-word; color: #fff !important;
+  text-shadow: 0 1px 2px #000}
+.extra-network-card .caption .description {font-size: 11px; color: #e5e7eb !important; max-height: 3.6em;
+  overflow: hidden}
 .extra-network-empty {padding: 16px; opacity: .7}
 .extra-network-card.hidden-by-search {display: none}
 """
@@ -75,8 +77,8 @@ def card_html(card: Card, default_multiplier: float) -> str:
                f"<div class='placeholder'>{esc(card.name[:1].upper() or '?')}</div>")
     description = str(card.metadata.get("description") or "")
     actions = ("<button class='edit-metadata' title='Edit the user metadata of this card'>✎</button>"
-               "<button class='replace-preview' title='Replace preview: use the image selected in the gallery'>🖼"
-               "</button>")
+               "<button class='replace-preview' title='Replace preview: use the image selected in the gallery'>"
+               "▣</button>")
     data = {"page": card.page, "name": card.name, "prompt": card.prompt(default_multiplier),
             "negative": card.negative_prompt(), "search": card.search_text(), "tag": card.kind_tag,
             "checkpoint": card.title}
@@ -166,7 +168,7 @@ class ExtraNetworksUI:
                 self.editing = gr.State(None)
             with gr.Row():
                 self.status = gr.HTML(elem_id=f"{tab}_extra_status")
-                self.refresh = gr.Button("🔄 Refresh", elem_id=f"{tab}_extra_refresh", scale=0, min_width=120)
+                self.refresh = gr.Button("↻ Refresh", elem_id=f"{tab}_extra_refresh", scale=0, min_width=120)
             with gr.Tabs(elem_id=f"{tab}_extra_tabs"):
                 for page in self.pages:
                     with gr.Tab(page.title, id=f"{tab}_{page.id}", elem_id=f"{tab}_{page.id}"):

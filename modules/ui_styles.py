@@ -1,7 +1,7 @@
 """The styles controls beside the Styles dropdown of txt2img and img2img, and A1111's style editor.
 
-Buttons under the dropdown: 🔄 reads ``styles.csv`` again (``{tab}_styles_refresh``), 🖌️ opens the editor
-(``{tab}_styles_edit_button``), 📋 applies the selected styles to the prompt boxes and clears the selection
+Buttons under the dropdown: ↻ reads ``styles.csv`` again (``{tab}_styles_refresh``), ✎ opens the editor
+(``{tab}_styles_edit_button``), ⇩ (A1111's 📋) applies the selected styles to the prompt boxes and clears the selection
 (``{tab}_style_apply``). The editor (``{tab}_styles_editor``): pick a style or type a new name, edit its prompt and
 negative prompt, Save (writes ``styles.csv``), Delete, "Apply style to prompt" (its texts put into the prompt boxes).
 A ``styles.csv`` that cannot be read is reported under the dropdown and the styles read before stay in use; it is
@@ -27,10 +27,10 @@ def style_buttons(tab: str) -> dict[str, gr.Button]:
     """The three small buttons under the Styles dropdown (built inside the dropdown's column)."""
     with gr.Row(elem_classes="styles-buttons"):
         buttons = {
-            "refresh": gr.Button("🔄", elem_id=f"{tab}_styles_refresh", scale=0, min_width=36,
+            "refresh": gr.Button("↻", elem_id=f"{tab}_styles_refresh", scale=0, min_width=36,
                                  elem_classes="tool"),
-            "edit": gr.Button("🖌️", elem_id=f"{tab}_styles_edit_button", scale=0, min_width=36, elem_classes="tool"),
-            "apply": gr.Button("📋", elem_id=f"{tab}_style_apply", scale=0, min_width=36, elem_classes="tool"),
+            "edit": gr.Button("✎", elem_id=f"{tab}_styles_edit_button", scale=0, min_width=36, elem_classes="tool"),
+            "apply": gr.Button("⇩", elem_id=f"{tab}_style_apply", scale=0, min_width=36, elem_classes="tool"),
         }
     buttons["message"] = gr.HTML(elem_id=f"{tab}_styles_message")
     return buttons
@@ -129,7 +129,7 @@ class StyleEditor:
                                    [controls.prompt, controls.negative_prompt], queue=False)
 
         def apply_selected(prompt_box, negative_box, selected):
-            """📋: the selected styles written into the prompt boxes, and unselected (they are applied now)."""
+            """⇩: the selected styles written into the prompt boxes, and unselected (they are applied now)."""
             selected = list(selected or [])
             return (database.apply_styles_to_prompt(prompt_box or "", selected),
                     database.apply_negative_styles_to_prompt(negative_box or "", selected), [])
