@@ -29,7 +29,13 @@ function extraNetworksCut(value, start, end) {
 /** Where `text` is in `value` as a whole word (the way a click added it), or null. */
 function extraNetworksFindText(value, text) {
     const match = new RegExp(`(^|[\\s,(\\[])${extraNetworksEscapeRegex(text)}(?=$|[\\s,:)\\]])`).exec(value);
-    return match ? {start: match.index + match[1].length, end: match.index + match[1].length + text.length} : null;
+    if (!match) {
+        return null;
+    }
+    const start = match.index + match[1].length, end = start + text.length;
+    const weighted = match[1] === "(" ? /^(:\s*[-+]?[\d.]+\s*)?\)/.exec(value.slice(end)) : null;
+    // "(name:1.2)": the brackets and weight go with the name
+    return weighted ? {start: start - 1, end: end + weighted[0].length} : {start, end};
 }
 
 /**
@@ -179,7 +185,16 @@ document.addEventListener("input", (event) => {
     }
 });
 
-onUiUpdate(() => {
+/** Run `register` once the page API of webui.js is there (this file may be loaded before it: files load by name). */
+function extraNetworksWhenPageApi(register, tries = 400) {
+    if (typeof onUiUpdate === "function" && typeof onUiLoaded === "function" && typeof webuiPage !== "undefined") {
+        register();
+    } else if (tries > 0) {
+        setTimeout(() => extraNetworksWhenPageApi(register, tries - 1), 25);
+    }
+}
+
+extraNetworksWhenPageApi(() => onUiUpdate(() => {
     // cards drawn again (refresh, sort, a saved preview) keep the search applied and the in-prompt outline
     for (const search of gradioApp().querySelectorAll(".extra-network-search")) {
         const box = search.querySelector("textarea, input");
@@ -190,9 +205,9 @@ onUiUpdate(() => {
     for (const tab of ["txt2img", "img2img"]) {
         extraNetworksMarkInPrompt(tab, false);
     }
-});
+}));
 
-onUiLoaded(() => {
+extraNetworksWhenPageApi(() => onUiLoaded(() => {
     // tooltips of the small buttons (Gradio buttons have no title of their own)
     const titles = {
         styles_refresh: "Read styles.csv again",
@@ -208,4 +223,4 @@ onUiLoaded(() => {
             }
         }
     }
-});
+}));

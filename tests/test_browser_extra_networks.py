@@ -89,6 +89,7 @@ def test_lora_cards_click_adds_then_removes_the_tag_and_look_like_cards(page, se
     natural = page.eval_on_selector(card("txt2img", "lora", "watercolor") + " img.preview", "img => img.naturalWidth")
     assert natural == 96
     page.locator("#txt2img_extra_networks").screenshot(path=str(SHOTS / "extra-networks-lora.png"))
+    assert "styles.csv" in page.get_attribute("#txt2img_styles_refresh", "title")   # the script's page hooks ran
 
 
 def test_the_text_is_kept_when_the_prompt_goes_on_after_the_tag(page):
@@ -100,6 +101,22 @@ def test_the_text_is_kept_when_the_prompt_goes_on_after_the_tag(page):
     page.click(card("txt2img", "lora", "paper_cut"))       # found whatever its weight, and removed
     assert prompt_value(page) == "a fox"
     page.fill("#txt2img_prompt textarea", "")
+
+
+@pytest.mark.parametrize("value,text,expected", [
+    ("", "<lora:a:1>", ("<lora:a:1>", False)),
+    ("a cat  ", "<lora:a:1>", ("a cat <lora:a:1>", False)),
+    ("a cat <lora:a:0.5> b", "<lora:a:1>", ("a cat b", True)),
+    ("x, <lora:a:1> trigger, y", "<lora:a:1> trigger", ("x, y", True)),
+    ("<lora:ab:1> a cat", "<lora:a:1>", ("<lora:ab:1> a cat <lora:a:1>", False)),     # another name is not it
+    ("goodcat, a photo", "goodcat", ("a photo", True)),
+    ("goodcats", "goodcat", ("goodcats goodcat", False)),
+    ("(goodcat:1.2) x", "goodcat", ("x", True)),           # a weighted name goes with its brackets
+    ("a, (goodcat), b", "goodcat", ("a, b", True)),
+])
+def test_the_prompt_toggle_as_a1111(page, value, text, expected):
+    result = page.evaluate("([v, t]) => extraNetworksToggle(v, t)", [value, text])
+    assert (result["value"], result["removed"]) == expected
 
 
 def test_search_filters_the_cards(page):
