@@ -296,7 +296,7 @@ class ExtraNetworksUI:
                 if request["page"] != CHECKPOINTS.id:
                     raise CardError("not a checkpoint card")
                 card = self.cards.find(CHECKPOINTS.id, request["name"])
-            except CardError as error:
+            except CardError:
                 return [gr.update() for _ in checkpoint_outputs]
             return switch_checkpoint(card.title or card.name)
 

@@ -254,3 +254,15 @@ def test_styles_csv_changed_on_disk_appears_with_refresh_and_a_broken_one_is_rep
     path.write_bytes(good)
     page.click("#txt2img_styles_refresh")
     page.wait_for_function("() => !document.querySelector('#txt2img_styles_message .error-box')")
+
+
+def test_img2img_has_its_own_cards_for_its_own_prompt(page):
+    page.click("#tabs button[role=tab]:has-text('img2img')")
+    open_page(page, "img2img", "Lora")
+    page.fill("#img2img_prompt textarea", "a house")
+    page.click(card("img2img", "lora", "watercolor"))
+    assert prompt_value(page, "img2img") == "a house <lora:watercolor:1>"
+    assert "<lora" not in prompt_value(page, "txt2img")
+    page.click(card("img2img", "lora", "watercolor"))
+    assert prompt_value(page, "img2img") == "a house"
+    page.click("#tabs button[role=tab]:has-text('txt2img')")
