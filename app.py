@@ -52,6 +52,7 @@ def build_app(args, runtime):
                                   css=ui.CSS, head=page.head_html(runtime.paths.data_dir, runtime.opts.localization),
                                   server_name=bind_address(args), server_port=args.port, show_error=True)
         page.add_routes(app, runtime.paths.data_dir, page.gradio_app_of(app))
+        ui.ui_extra_networks.add_routes(app, runtime, page.gradio_app_of(app))   # the cards' preview pictures
     hosts = allowed_hosts(args)
     if hosts is not None:
         app.add_middleware(HostAllowListMiddleware, allowed=hosts)

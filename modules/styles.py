@@ -48,6 +48,7 @@ class StyleDatabase:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.styles: dict[str, PromptStyle] = {}
+        self.error: str | None = None
         self._loaded_stat: tuple[int, int] | None = None
         self.reload()
 
@@ -59,19 +60,21 @@ class StyleDatabase:
         return stat.st_mtime_ns, stat.st_size
 
     def reload(self) -> None:
-        """Read the file again."""
-        self._loaded_stat = self._stat()
+        """Read the file again. A file that cannot be read keeps the styles read before; ``error`` says why (and
+        is cleared by the next good read)."""
+        stat = self._stat()
         styles: dict[str, PromptStyle] = {}
-        if self._loaded_stat is not None:
+        if stat is not None:
             try:
-                with self.path.open(encoding="utf-8-sig", newline="") as f:
-                    for row in csv.DictReader(f, skipinitialspace=True):
-                        style = _style_from_row(row)
-                        if style is not None:
-                            styles[style.name] = style
-            except (OSError, UnicodeDecodeError, csv.Error) as error:
-                log.error("styles: cannot read %s: %s", self.path, error)
+                styles = read_styles_file(self.path)
+            except (OSError, UnicodeDecodeError, csv.Error, ValueError) as error:
+                self.error = f"{self.path.name} could not be read, the styles read before are kept: {error}"
+                log.error("styles: %s", self.error)
+                self._loaded_stat = stat
+                return
+        self._loaded_stat = stat
         self.styles = styles
+        self.error = None
 
     def reload_if_changed(self) -> bool:
         """Read the file again if it changed on disk since it was read; returns whether it did."""
@@ -117,10 +120,58 @@ class StyleDatabase:
         if path == self.path:
             self._loaded_stat = self._stat()
 
+    def save_style(self, name: str, prompt: str = "", negative_prompt: str = "") -> PromptStyle:
+        """Add style ``name`` or replace its texts, and write the file (the style editor's Save). Changes made to the
+        file on disk since it was read are read first, so they are kept."""
+        name = check_style_name(name)
+        self._refuse_if_unreadable()
+        style = PromptStyle(name, prompt or "", negative_prompt or "")
+        self.styles = {**self.styles, name: style}
+        self.save_styles()
+        return style
+
+    def delete_style(self, name: str) -> None:
+        """Remove style ``name`` and write the file; ``KeyError`` saying so when there is none."""
+        self._refuse_if_unreadable()
+        if name not in self.styles:
+            raise KeyError(f"there is no style {name!r}")
+        self.styles = {key: value for key, value in self.styles.items() if key != name}
+        self.save_styles()
+
+    def _refuse_if_unreadable(self) -> None:
+        self.reload_if_changed()
+        if self.error:
+            raise ValueError(f"{self.error}; fix or remove the file before saving styles (it is not overwritten)")
+
     def api_listing(self) -> list[dict[str, str]]:
         """``/sdapi/v1/prompt-styles``: ``[{name, prompt, negative_prompt}]`` in file order."""
         return [{"name": s.name, "prompt": s.prompt, "negative_prompt": s.negative_prompt}
                 for s in self.styles.values()]
+
+
+def check_style_name(name: Any) -> str:
+    """A style's name as saved: trimmed, not empty, one line."""
+    text = str(name or "").strip()
+    if not text:
+        raise ValueError("name: a style needs a name")
+    if "\n" in text or "\r" in text:
+        raise ValueError("name: a style's name is one line")
+    return text
+
+
+def read_styles_file(path: Path) -> dict[str, PromptStyle]:
+    """The styles of one CSV file; ``ValueError`` for a file that has no ``name`` column or is not text."""
+    styles: dict[str, PromptStyle] = {}
+    with path.open(encoding="utf-8-sig", newline="") as f:
+        reader = csv.DictReader(f, skipinitialspace=True)
+        fields = [name.strip() for name in reader.fieldnames or []]
+        if fields and "name" not in fields:
+            raise ValueError(f"the first line names the columns {', '.join(fields)!s}; a 'name' column is needed")
+        for row in reader:
+            style = _style_from_row(row)
+            if style is not None:
+                styles[style.name] = style
+    return styles
 
 
 def _style_from_row(row: dict[str, Any]) -> PromptStyle | None:

@@ -16,6 +16,7 @@ from PIL import Image
 from pydantic import ValidationError
 
 from modules import extension_git, extensions, page, script_callbacks
+from modules import ui_extra_networks, ui_styles
 from modules.a1111 import component_hooks, options as extension_options
 from modules import infotext as infotext_mod
 from modules import ui_habits
@@ -39,6 +40,7 @@ CSS = """
 /* a single picture (or a grid) fits the gallery's 420 px whole instead of overflowing it */
 .gallery-container .thumbnail-lg {max-height: 360px}
 """
+CSS += ui_extra_networks.CSS + ui_styles.CSS
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -218,6 +220,7 @@ class GenerationControls:
                 self.error = gr.HTML("", elem_id=f"{tab}_error")   # why the last Generate failed, in view
                 self.styles = gr.Dropdown(style_names, value=[], multiselect=True, label="Styles",
                                           elem_id=f"{tab}_styles")
+                self.style_buttons = ui_styles.style_buttons(tab)   # refresh, style editor, apply to prompt
         self.tab = tab
         self.samplers, self.schedulers = samplers, schedulers
         self.native_size = native_size
@@ -396,6 +399,8 @@ def token_counter(runtime: Runtime, text: str, styles: list[str] | None = None, 
 # ---------------------------------------------------------------------------------------------------------------------
 def txt2img_tab(runtime: Runtime, native: int, samplers, schedulers) -> GenerationControls:
     c = GenerationControls("txt2img", native, samplers, schedulers, style_choices(runtime))
+    ui_styles.StyleEditor(runtime, c)
+    c.extra_networks = ui_extra_networks.ExtraNetworksUI(runtime, c)    # cards under the prompt
     with gr.Row():
         with gr.Column(elem_id="txt2img_settings"):
             c.sampling()
@@ -476,6 +481,8 @@ def hires_schedule_choices(sampler: str, current: str) -> Any:
 
 def img2img_tab(runtime: Runtime, native: int, samplers, schedulers) -> tuple[GenerationControls, dict]:
     c = GenerationControls("img2img", native, samplers, schedulers, style_choices(runtime))
+    ui_styles.StyleEditor(runtime, c)
+    c.extra_networks = ui_extra_networks.ExtraNetworksUI(runtime, c)    # cards under the prompt
     w: dict[str, Any] = {}
     with gr.Row():
         with gr.Column(elem_id="img2img_settings"):
@@ -989,6 +996,8 @@ def create_ui(runtime: Runtime) -> gr.Blocks:
                 settings_applied, saved_settings, setting_widgets = settings_tab(runtime)
 
         _wire_mode_tracking(i2i_w)  # img2img sub-mode follows the selected sub-tab
+        for c in (t2i, i2i):        # extra-networks cards: preview from the gallery, checkpoint cards switch models
+            c.extra_networks.wire(c.gallery, change_checkpoint, [ckpt, ckpt_status])
 
         # every setting as JSON for the page's `opts` (javascript/webui.js reads it), made after the Settings tab
         # so that the options extensions add there are in it; filled again on each page load and after Apply
