@@ -221,8 +221,9 @@ def get_next_sequence_number(folder: str | os.PathLike[str], basename: str = "")
     """1 + the highest counter among ``folder``'s files named ``[<basename>-]NNNN...`` (0 when there are none)."""
     prefix = f"{basename}-" if basename else ""
     highest = -1
-    for name in os.listdir(folder):
-        if name.startswith(prefix):
+    for entry in os.scandir(folder):
+        name = entry.name
+        if name.startswith(prefix) and not entry.is_dir():     # a dated subfolder "2024-..." is no counter
             counter = os.path.splitext(name[len(prefix):])[0].split("-")[0]
             if counter.isdigit():
                 highest = max(highest, int(counter))

@@ -137,7 +137,7 @@ def settings_tab(runtime: Any) -> tuple[Any, Callable[[], list[Any]], list[gr.co
                 for key in keys:
                     widgets[key] = _widget(runtime, key, fields[key])
         widgets.update(extension_options.settings_components(opts))
-    search.input(None, search, None, js=SEARCH_JS, queue=False)
+    search.change(None, search, None, js=SEARCH_JS, queue=False)
     show_changed.click(lambda: changed_settings_html(runtime), None, changed, queue=False)
 
     names = list(widgets)
