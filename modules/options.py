@@ -92,9 +92,9 @@ class Options(BaseModel):
     send_seed: bool = Field(True, description="Send the seed along when sending parameters to txt2img/img2img")
     send_size: bool = Field(True, description="Send the width and height along when sending parameters to txt2img/img2img")
     do_not_show_images: bool = Field(False, description="Show no images in the result gallery (they are still saved)")
-    hidden_tabs: list[str] = Field(default_factory=list, description="Top tabs to hide (after Reload UI)")
-    hide_samplers: list[str] = Field(default_factory=list, description="Samplers left out of the sampler dropdowns (after Reload UI)")
-    disable_token_counters: bool = Field(False, description="Hide the N/75 token counters of the prompt boxes (after Reload UI)")
+    hidden_tabs: list[str] = Field(default_factory=list, description="Top tabs to hide (after a restart of the app)")
+    hide_samplers: list[str] = Field(default_factory=list, description="Samplers left out of the sampler dropdowns (after a restart of the app)")
+    disable_token_counters: bool = Field(False, description="Hide the N/75 token counters of the prompt boxes (after a restart of the app)")
     show_progressbar: bool = Field(True, description="Show the progress line while a job runs")
     keyedit_precision_attention: float = Field(0.1, ge=0.01, le=0.2, description="Step of Ctrl+Up/Down on (words:1.1)")
     keyedit_precision_extra: float = Field(0.05, ge=0.01, le=0.2, description="Step of Ctrl+Up/Down on <lora:name:0.9>")
@@ -111,7 +111,7 @@ class Options(BaseModel):
         "Approx cheap", description="Live preview method (Full: VAE decode on a background thread; Approx cheap: "
         "linear map, nearly free; TAESD / Approx NN: the tiny VAE from models/VAE-approx when installed, else cheap)")
     interrupt_after_current: bool = Field(True, description="Don't Interrupt in the middle")
-    quicksettings_list: list[str] = Field(default_factory=lambda: ["sd_model_checkpoint"], description="Quicksettings list")
+    quicksettings_list: list[str] = Field(default_factory=lambda: ["sd_model_checkpoint"], description="Settings shown at the top of the page (after a restart of the app)")
     # Limits that protect the machine (modules.limits); a job over one is refused with a message naming it.
     # They are the server's: override_settings cannot change them.
     limit_max_pixels: int = Field(2048 * 2048, ge=64 * 64, le=16384 * 16384, description="Largest image of any pass, hires fix included (width × height pixels)")

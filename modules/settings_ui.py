@@ -54,6 +54,9 @@ def _choices(runtime: Any, key: str) -> list[str] | None:
         return [sd_vae.AUTOMATIC, sd_vae.NONE, *vaes]
     if key == "hidden_tabs":
         return [*TAB_NAMES, *(t for t in runtime.opts.hidden_tabs if t not in TAB_NAMES)]
+    if key == "quicksettings_list":
+        return ["sd_model_checkpoint", *(k for k in Options.model_fields if k not in settings_catalog.NOT_IN_SETTINGS_TAB
+                                         and k != "quicksettings_list")]
     if key == "hide_samplers":
         from modules import sd_samplers
 
@@ -105,9 +108,40 @@ def changed_settings_html(runtime: Any) -> str:
             "<tr><th>setting</th><th>value</th><th>default</th></tr>" + "".join(rows) + "</table>")
 
 
-def settings_tab(runtime: Any) -> tuple[Any, Callable[[], list[Any]], list[gr.components.Component]]:
+def quicksettings(runtime: Any) -> dict[str, gr.components.Component]:
+    """A1111's ``quicksettings_list``: the listed options (besides the checkpoint, which has its own dropdown) as
+    widgets in the row at the top of the page (call inside that row). Each applies and saves as soon as it is
+    changed; the Settings tab then leaves them out."""
+    fields = Options.model_fields
+    widgets: dict[str, gr.components.Component] = {}
+    for key in runtime.opts.quicksettings_list:
+        if key in fields and key not in settings_catalog.NOT_IN_SETTINGS_TAB and key not in widgets:
+            widgets[key] = _widget(runtime, key, fields[key])
+
+    def apply_one(key: str) -> Callable[[Any], str]:
+        def apply(value: Any) -> str:
+            try:
+                if value != getattr(runtime.opts, key):
+                    runtime.opts.set(key, value)
+                    runtime.opts.save()
+                return ""
+            except ValueError as e:
+                return f"<div class='error-box'>{html.escape(str(e))}</div>"
+        return apply
+
+    if widgets:
+        status = gr.HTML(elem_id="quicksettings_status")
+        for key, widget in widgets.items():
+            widget.input(apply_one(key), widget, status, queue=False, show_progress="hidden")
+    return widgets
+
+
+def settings_tab(runtime: Any, quick: dict[str, gr.components.Component] | None = None,
+                 ) -> tuple[Any, Callable[[], list[Any]], list[gr.components.Component]]:
     """The settings; returns the Apply event (the page's ``opts`` are refreshed after it), a function giving the
-    saved values of its widgets (for each page load), and the widgets."""
+    saved values of its widgets (for each page load), and the widgets. ``quick``: the quicksettings widgets (shown at
+    the top of the page, not here; Apply and page loads include them)."""
+    quick = quick or {}
     extension_options.register_extension_settings(force=True)     # runs the on_ui_settings callbacks
     fields = Options.model_fields
     widgets: dict[str, gr.components.Component] = {}
@@ -135,8 +169,10 @@ def settings_tab(runtime: Any) -> tuple[Any, Callable[[], list[Any]], list[gr.co
             with gr.Group(elem_id=f"settings_section_{section_id}", elem_classes="settings-section"):
                 gr.HTML(f"<h3 class='settings-section-title'>{html.escape(title)}</h3>")
                 for key in keys:
-                    widgets[key] = _widget(runtime, key, fields[key])
+                    if key not in quick:
+                        widgets[key] = _widget(runtime, key, fields[key])
         widgets.update(extension_options.settings_components(opts))
+    widgets.update(quick)
     search.change(None, search, None, js=SEARCH_JS, queue=False)
     show_changed.click(lambda: changed_settings_html(runtime), None, changed, queue=False)
 
@@ -154,6 +190,9 @@ def settings_tab(runtime: Any) -> tuple[Any, Callable[[], list[Any]], list[gr.co
                 errors.append(str(e))
         runtime.opts.save()
         text = f"{len(changed_names)} setting(s) changed: {', '.join(changed_names) or 'none'}."
+        restart = [n for n in changed_names if n in settings_catalog.NEEDS_RESTART]
+        if restart:
+            text += f" Restart the app to see {', '.join(restart)} take effect."
         if errors:
             text += "".join(f"<div class='error-box'>{html.escape(e)}</div>" for e in errors)
         return text

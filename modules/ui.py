@@ -816,9 +816,10 @@ def _job_output(value: Any):
     return JobOutput(value=value)
 
 
-def settings_tab(runtime: Runtime) -> tuple[Any, Callable[[], list[Any]], list[gr.components.Component]]:
+def settings_tab(runtime: Runtime, quick: dict[str, Any] | None = None,
+                 ) -> tuple[Any, Callable[[], list[Any]], list[gr.components.Component]]:
     """The Settings tab (``modules.settings_ui``): A1111's sections, search, Apply."""
-    return settings_ui.settings_tab(runtime)
+    return settings_ui.settings_tab(runtime, quick)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -838,6 +839,7 @@ def create_ui(runtime: Runtime) -> gr.Blocks:
                                label="Stable Diffusion checkpoint", elem_id="setting_sd_model_checkpoint", scale=4)
             refresh = gr.Button("🔄", elem_id="refresh_sd_model_checkpoint", scale=0, min_width=40)
             ckpt_status = gr.HTML(elem_id="sd_checkpoint_status")
+            quick = settings_ui.quicksettings(runtime)     # the other options of quicksettings_list
 
         def change_checkpoint(title):
             if not title:
@@ -882,7 +884,7 @@ def create_ui(runtime: Runtime) -> gr.Blocks:
                     with gr.Tab("Install from URL", id="extensions_install_from_url"):
                         extension_git.create_install_ui(runtime)
             with gr.Tab("Settings", id="settings", elem_id="tab_settings"):
-                settings_applied, saved_settings, setting_widgets = settings_tab(runtime)
+                settings_applied, saved_settings, setting_widgets = settings_tab(runtime, quick)
 
         _wire_mode_tracking(i2i_w)  # img2img sub-mode follows the selected sub-tab
         if runtime.opts.disable_token_counters:     # A1111's disable_token_counters

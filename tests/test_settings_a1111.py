@@ -260,3 +260,30 @@ def test_changed_settings_lists_what_differs_from_the_default(runtime):
     runtime.opts.jpeg_quality = 42
     text = settings_ui.changed_settings_html(runtime)
     assert "jpeg_quality" in text and "42" in text and "80" in text and "samples_format" not in text
+
+
+def test_page_options_hidden_tabs_hide_samplers_token_counters_and_quicksettings(runtime, client):
+    set_options(client, hidden_tabs=["Train"], hide_samplers=["DDIM"], disable_token_counters=True,
+                quicksettings_list=["sd_model_checkpoint", "CLIP_stop_at_last_layers"])
+    demo = ui.create_ui(runtime)
+    by_id = {b.elem_id: b for b in demo.blocks.values() if getattr(b, "elem_id", None)}
+    assert by_id["tab_train"].visible is False and by_id["tab_txt2img"].visible is not False
+    samplers = [c[0] for c in by_id["txt2img_sampling"].choices]
+    assert "DDIM" not in samplers and "Euler a" in samplers
+    assert by_id["txt2img_token_counter"].visible is False
+    # the quick setting sits in the top row (once: not in the Settings tab too) and applies when changed
+    quick = by_id["setting_CLIP_stop_at_last_layers"]
+    row = by_id["quicksettings"]
+    assert quick in _descendants(row)
+    assert sum(1 for b in demo.blocks.values() if getattr(b, "elem_id", None) == "setting_CLIP_stop_at_last_layers") == 1
+    apply = next(f.fn for f in demo.fns.values() if getattr(f.fn, "__name__", "") == "apply"
+                 and f.inputs == [quick])
+    assert apply(2) == "" and runtime.opts.CLIP_stop_at_last_layers == 2
+    assert json.loads(runtime.paths.config_file.read_text())["CLIP_stop_at_last_layers"] == 2
+    assert "CLIP_stop_at_last_layers" in apply(99)          # refused, saying which
+
+
+def _descendants(block):
+    for child in getattr(block, "children", []):
+        yield child
+        yield from _descendants(child)

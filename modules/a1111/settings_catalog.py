@@ -58,7 +58,10 @@ SECTIONS: list[tuple[str, str, list[str]]] = [
 ]
 
 # Options that exist but are not shown in the Settings tab (they have their own control elsewhere).
-NOT_IN_SETTINGS_TAB = {"sd_model_checkpoint", "quicksettings_list", "disabled_extensions", "randn_source"}
+NOT_IN_SETTINGS_TAB = {"sd_model_checkpoint", "disabled_extensions", "randn_source"}
+
+# Options that shape the page as it is built: they take effect when the app is restarted.
+NEEDS_RESTART = {"hidden_tabs", "hide_samplers", "disable_token_counters", "quicksettings_list", "localization"}
 
 _CPU = "this web UI runs on the CPU, where every loaded model is kept in RAM"
 _OLD = "this web UI has only A1111's current behaviour, not the old one"
