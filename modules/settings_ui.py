@@ -43,6 +43,23 @@ TAB_NAMES = ["txt2img", "img2img", "Extras", "PNG Info", "Checkpoint Merger", "T
 """The top tabs ``hidden_tabs`` can hide (A1111's labels; Settings cannot be hidden, so it can always be undone)."""
 
 
+_TAGS = "tags: [seed] [prompt] [prompt_spaces] [prompt_words] [date] [datetime] [steps] [cfg] [sampler] [width] " \
+        "[height] [model_name] [model_hash]"
+HINTS = {
+    "samples_filename_pattern": _TAGS,
+    "directories_filename_pattern": _TAGS + "; / makes nested folders",
+    "CLIP_stop_at_last_layers": "1 uses CLIP's last layer, 2 the one before it, ...",
+    "eta_noise_seed_delta": "changes the extra noise of ancestral/SDE samplers; only useful to reproduce an image",
+    "show_progress_every_n_steps": "-1: only when the batch is finished",
+    "sd_vae": "Automatic: a VAE file named like the checkpoint, else the checkpoint's own; None: the checkpoint's own",
+    "hidden_tabs": "the Settings tab cannot be hidden",
+    "quicksettings_list": "sd_model_checkpoint is always there",
+    "n_rows": "-1: about square; 0: one row per batch",
+    "export_for_4chan": "for PNG and WEBP images",
+}
+"""Help shown under a setting's label, after its option name."""
+
+
 def _choices(runtime: Any, key: str) -> list[str] | None:
     if key == "sd_vae":
         from modules import sd_vae
@@ -69,7 +86,7 @@ def _widget(runtime: Any, key: str, field: Any) -> gr.components.Component:
     value = getattr(runtime.opts, key)
     ann = field.annotation
     elem_id = f"setting_{key}"
-    info = key
+    info = f"{key} — {HINTS[key]}" if key in HINTS else key
     choices = _choices(runtime, key)
     if typing.get_origin(ann) is list:
         return gr.Dropdown(choices or [], value=list(value), multiselect=True, label=label, info=info,
