@@ -72,9 +72,9 @@ def save_image(image: Image.Image, path: str | os.PathLike[str], basename: str =
     if extension not in _FORMATS:
         raise ValueError(f"unsupported image format {extension!r}; valid: {', '.join(_FORMATS)}")
     if save_to_dirs is None:
-        save_to_dirs = opts.save_to_dirs
+        save_to_dirs = getattr(opts, "grid_save_to_dirs", True) if grid else opts.save_to_dirs
     folder = Path(path)
-    tags = _FilenameTags(seed, prompt, p)
+    tags = _FilenameTags(seed, prompt, p, getattr(opts, "directories_max_prompt_words", 8))
     if save_to_dirs:
         folder = folder.joinpath(*_subfolders(tags.apply(opts.directories_filename_pattern or "[date]")))
     folder.mkdir(parents=True, exist_ok=True)
@@ -93,12 +93,19 @@ def save_image(image: Image.Image, path: str | os.PathLike[str], basename: str =
             fullfn = folder / f"{forced_filename}.{extension}"
             os.replace(temp, fullfn)
         else:
-            if short_filename or seed is None:
+            custom = getattr(opts, "samples_filename_pattern", "")
+            if short_filename or (seed is None and not custom):
                 pattern = ""
+            elif custom:           # A1111's "Images filename pattern"
+                pattern = custom
             else:
                 pattern = "[seed]" if save_to_dirs or no_prompt or not prompt else "[seed]-[prompt_spaces]"
             decoration = tags.apply(pattern) + suffix
-            fullfn = _publish_numbered(temp, folder, basename, f"-{decoration}" if decoration else "", extension)
+            if decoration and not getattr(opts, "save_images_add_number", True):
+                fullfn = _publish_named(temp, folder, f"{basename}-{decoration}" if basename else decoration,
+                                        extension)
+            else:
+                fullfn = _publish_numbered(temp, folder, basename, f"-{decoration}" if decoration else "", extension)
     finally:
         if temp.exists():
             temp.unlink()
@@ -106,6 +113,7 @@ def save_image(image: Image.Image, path: str | os.PathLike[str], basename: str =
     params.filename = str(fullfn)
     job_queue.note_saved_file(fullfn)  # in the job's history row at once
     script_callbacks.image_saved_callback(params)
+    _export_jpg_copy(image, fullfn, info if opts.enable_pnginfo else None, opts)
     txt_fullfn = None
     if info is not None and getattr(opts, "save_txt", False):
         txt_fullfn = fullfn.with_suffix(".txt")
@@ -157,6 +165,45 @@ def _publish_numbered(temp: Path, folder: Path, basename: str, decoration: str, 
             number += 1
 
 
+def _publish_named(temp: Path, folder: Path, name: str, extension: str) -> Path:
+    """Give ``temp`` the name ``name`` (no running number); a taken name gets ``-1``, ``-2``, ... (never overwrites)."""
+    with _publish_lock:
+        number = 0
+        while True:
+            fullfn = folder / (f"{name}.{extension}" if number == 0 else f"{name}-{number}.{extension}")
+            if _link_new(temp, fullfn):
+                return fullfn
+            number += 1
+
+
+def _export_jpg_copy(image: Image.Image, fullfn: Path, info: str | None, opts: Any) -> Path | None:
+    """A1111's ``export_for_4chan``: beside a saved image larger than ``img_downscale_threshold`` MB or wider/higher
+    than ``target_side_length`` pixels, a JPG copy scaled down to fit that side (not for JPG files themselves)."""
+    if not getattr(opts, "export_for_4chan", False) or fullfn.suffix.lower() in (".jpg", ".jpeg"):
+        return None
+    side = int(getattr(opts, "target_side_length", 4000))
+    too_big = fullfn.stat().st_size > float(getattr(opts, "img_downscale_threshold", 4.0)) * 1024 * 1024
+    if not too_big and max(image.size) <= side:
+        return None
+    copy = image.convert("RGB")
+    if max(copy.size) > side:
+        scale = side / max(copy.size)
+        copy = copy.resize((max(1, round(copy.width * scale)), max(1, round(copy.height * scale))), Image.LANCZOS)
+    kwargs: dict[str, Any] = {"quality": opts.jpeg_quality}
+    if info is not None:
+        kwargs["exif"] = piexif.dump({"Exif": {piexif.ExifIFD.UserComment: piexif.helper.UserComment.dump(
+            info, encoding="unicode")}})
+    target = fullfn.with_suffix(".jpg")
+    temp = fullfn.parent / f".{uuid.uuid4().hex}.jpg.tmp"
+    try:
+        copy.save(temp, format="JPEG", **kwargs)
+        os.replace(temp, target)
+    finally:
+        temp.unlink(missing_ok=True)
+    job_queue.note_saved_file(target)
+    return target
+
+
 def _link_new(source: Path, target: Path) -> bool:
     """Make ``target`` a name of ``source`` unless ``target`` exists (atomic; across processes with hard links)."""
     try:
@@ -174,8 +221,9 @@ def get_next_sequence_number(folder: str | os.PathLike[str], basename: str = "")
     """1 + the highest counter among ``folder``'s files named ``[<basename>-]NNNN...`` (0 when there are none)."""
     prefix = f"{basename}-" if basename else ""
     highest = -1
-    for name in os.listdir(folder):
-        if name.startswith(prefix):
+    for entry in os.scandir(folder):
+        name = entry.name
+        if name.startswith(prefix) and not entry.is_dir():     # a dated subfolder "2024-..." is no counter
             counter = os.path.splitext(name[len(prefix):])[0].split("-")[0]
             if counter.isdigit():
                 highest = max(highest, int(counter))
@@ -186,11 +234,14 @@ class _FilenameTags:
     """A1111 filename pattern tags (``[seed]``, ``[date]``, ...); a tag without a value gives "", an unknown one is
     kept as written."""
 
-    def __init__(self, seed: int | None, prompt: str | None, p: Any) -> None:
+    def __init__(self, seed: int | None, prompt: str | None, p: Any, max_prompt_words: int = 8) -> None:
         now = datetime.datetime.now()
+        words = re.findall(r"[^\W_]+", prompt or "")[:max_prompt_words]
         self._values: dict[str, Any] = {
             "seed": seed,
             "prompt_spaces": prompt,
+            "prompt": prompt.replace(" ", "_") if prompt else None,
+            "prompt_words": " ".join(words) if words else None,
             "date": now.strftime("%Y-%m-%d"),
             "datetime": now.strftime("%Y%m%d%H%M%S"),
             "steps": getattr(p, "steps", None),

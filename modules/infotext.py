@@ -106,6 +106,11 @@ def create_infotext(p: Any, all_prompts: Sequence[str], all_seeds: Sequence[int]
         seed, subseed = all_seeds[index], all_subseeds[index]
 
     sampler, schedule_type = _sampler_and_schedule(p)
+    opts = getattr(p, "opts", None)
+
+    def wanted(option: str) -> bool:      # A1111's add_*_to_info settings (on when there are no options)
+        return bool(getattr(opts, option, True))
+
     clip_skip = getattr(p, "clip_skip", None)
     varied = p.subseed_strength > 0
     params: dict[str, Any] = {
@@ -117,12 +122,12 @@ def create_infotext(p: Any, all_prompts: Sequence[str], all_seeds: Sequence[int]
         "Seed": seed,
         "Face restoration": None,
         "Size": f"{p.width}x{p.height}",
-        "Model hash": getattr(p, "sd_model_hash", None),
-        "Model": getattr(p, "sd_model_name", None),
+        "Model hash": getattr(p, "sd_model_hash", None) if wanted("add_model_hash_to_info") else None,
+        "Model": getattr(p, "sd_model_name", None) if wanted("add_model_name_to_info") else None,
         "FP8 weight": None,
         "Cache FP16 weight for LoRA": None,
-        "VAE hash": getattr(p, "sd_vae_hash", None),
-        "VAE": getattr(p, "sd_vae_name", None),
+        "VAE hash": getattr(p, "sd_vae_hash", None) if wanted("add_vae_hash_to_info") else None,
+        "VAE": getattr(p, "sd_vae_name", None) if wanted("add_vae_name_to_info") else None,
         "Variation seed": subseed if varied else None,
         "Variation seed strength": p.subseed_strength if varied else None,
         "Seed resize from": (f"{p.seed_resize_from_w}x{p.seed_resize_from_h}"
@@ -137,7 +142,7 @@ def create_infotext(p: Any, all_prompts: Sequence[str], all_seeds: Sequence[int]
         "RNG": rng.RANDN_SOURCE,
         "Tiling": "True" if getattr(p, "tiling", None) else None,
         **p.extra_generation_params,
-        "Version": VERSION,
+        "Version": VERSION if wanted("add_version_to_infotext") else None,
     }
     entries = []
     for key, value in params.items():

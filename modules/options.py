@@ -74,6 +74,35 @@ class Options(BaseModel):
     outdir_grids: str = Field("", description="Output directory for grids; if empty, defaults to two directories below")
     outdir_txt2img_grids: str = Field("outputs/txt2img-grids", description="Output directory for txt2img grids")
     outdir_img2img_grids: str = Field("outputs/img2img-grids", description="Output directory for img2img grids")
+    # More of A1111's settings, each with its effect here (sections: modules/a1111/settings_catalog.py)
+    samples_filename_pattern: str = Field("", description="Image file name pattern, e.g. [seed]-[prompt_words] (empty: A1111's default names)")
+    save_images_add_number: bool = Field(True, description="Start image file names with a running number")
+    n_rows: int = Field(-1, ge=-1, le=16, description="Rows of image grids (-1: about square, 0: the batch size)")
+    save_txt: bool = Field(False, description="Also write the infotext to a .txt file beside every image")
+    webp_lossless: bool = Field(False, description="Save webp images losslessly")
+    export_for_4chan: bool = Field(True, description="Also save a JPG copy of a large image (over the two limits below)")
+    img_downscale_threshold: float = Field(4.0, ge=0.0, description="File size, in MB, above which a JPG copy is saved")
+    target_side_length: int = Field(4000, ge=1, le=65535, description="Width or height, in pixels, above which a JPG copy is saved (and scaled down to)")
+    grid_save_to_dirs: bool = Field(True, description="Save grids into the subdirectory too")
+    directories_max_prompt_words: int = Field(8, ge=1, le=20, description="Words of the prompt that [prompt_words] uses")
+    samples_log_stdout: bool = Field(False, description="Print the infotext of every image made to standard output")
+    add_model_name_to_info: bool = Field(True, description="Write the model name into the infotext")
+    add_model_hash_to_info: bool = Field(True, description="Write the model hash into the infotext")
+    add_vae_name_to_info: bool = Field(True, description="Write the VAE name into the infotext")
+    add_vae_hash_to_info: bool = Field(True, description="Write the VAE hash into the infotext")
+    add_version_to_infotext: bool = Field(True, description="Write the program version into the infotext")
+    send_seed: bool = Field(True, description="Send the seed along when sending parameters to txt2img/img2img")
+    send_size: bool = Field(True, description="Send the width and height along when sending parameters to txt2img/img2img")
+    do_not_show_images: bool = Field(False, description="Show no images in the result gallery (they are still saved)")
+    hidden_tabs: list[str] = Field(default_factory=list, description="Top tabs to hide (after a restart of the app)")
+    hide_samplers: list[str] = Field(default_factory=list, description="Samplers left out of the sampler dropdowns (after a restart of the app)")
+    disable_token_counters: bool = Field(False, description="Hide the N/75 token counters of the prompt boxes (after a restart of the app)")
+    show_progressbar: bool = Field(True, description="Show the progress line while a job runs")
+    keyedit_precision_attention: float = Field(0.1, ge=0.01, le=0.2, description="Step of Ctrl+Up/Down on (words:1.1)")
+    keyedit_precision_extra: float = Field(0.05, ge=0.01, le=0.2, description="Step of Ctrl+Up/Down on <lora:name:0.9>")
+    keyedit_delimiters: str = Field(".,\\/!?%^*;:{}=`~() ", description="Characters that end a word for Ctrl+Up/Down")
+    extra_networks_default_multiplier: float = Field(1.0, ge=0.0, le=2.0, description="Weight written into the prompt when an extra-network card is clicked")
+    extra_networks_add_text_separator: str = Field(" ", description="Text put before a <lora:...> tag added from a card")
     # Upscaling
     ESRGAN_tile: int = Field(192, ge=0, le=512, description="Tile size for upscaler models. 0 = no tiling")
     ESRGAN_tile_overlap: int = Field(8, ge=0, le=48, description="Tile overlap for upscaler models, in pixels")
@@ -84,7 +113,7 @@ class Options(BaseModel):
         "Approx cheap", description="Live preview method (Full: VAE decode on a background thread; Approx cheap: "
         "linear map, nearly free; TAESD / Approx NN: the tiny VAE from models/VAE-approx when installed, else cheap)")
     interrupt_after_current: bool = Field(True, description="Don't Interrupt in the middle")
-    quicksettings_list: list[str] = Field(default_factory=lambda: ["sd_model_checkpoint"], description="Quicksettings list")
+    quicksettings_list: list[str] = Field(default_factory=lambda: ["sd_model_checkpoint"], description="Settings shown at the top of the page (after a restart of the app)")
     # Limits that protect the machine (modules.limits); a job over one is refused with a message naming it.
     # They are the server's: override_settings cannot change them.
     limit_max_pixels: int = Field(2048 * 2048, ge=64 * 64, le=16384 * 16384, description="Largest image of any pass, hires fix included (width × height pixels)")
@@ -140,8 +169,12 @@ class Options(BaseModel):
         return key in self._ignored and not self.is_known(key)
 
     def public_values(self) -> dict[str, Any]:
-        """Every option value by key (JSON types), without the ignored keys: what ``GET /options`` shows."""
-        return {k: v for k, v in self.model_dump(mode="json").items() if not self._is_ignored(k)}
+        """Every option value by key (JSON types), without the ignored keys: what ``GET /options`` shows (with the
+        A1111 settings whose value is fixed here)."""
+        from modules.a1111 import settings_catalog
+
+        values = {k: v for k, v in self.model_dump(mode="json").items() if not self._is_ignored(k)}
+        return {**settings_catalog.fixed_values(), **values}
 
     def save(self, path: Path | None = None) -> None:
         path = path or self._path
@@ -157,6 +190,13 @@ class Options(BaseModel):
     def set(self, key: str, value: Any) -> None:
         """Validate and assign one option; raises ``ValueError`` naming the option when the value is bad."""
         if (key not in type(self).model_fields and key not in (self.model_extra or {})) or self._is_ignored(key):
+            from modules.a1111 import settings_catalog
+
+            if key in settings_catalog.FIXED or key in settings_catalog.REFUSED:
+                why = settings_catalog.refusal(key, value)
+                if why is None:
+                    return        # an A1111 setting given the value that describes this web UI: nothing to change
+                raise ValueError(why)
             raise ValueError(f"unknown option {key!r}")
         try:
             setattr(self, key, value)

@@ -811,21 +811,26 @@ def _process(p: StableDiffusionProcessing) -> Processed:
                     files.append(fullfn)
                 if opts.enable_pnginfo:
                     image.info["parameters"] = text
+                if opts.samples_log_stdout:
+                    print(text, flush=True)
                 outputs.append(image)
                 infotexts.append(text)
             timings["save"] += time.perf_counter() - t
             state.next_job()
     index_of_first_image = 0
-    if len(outputs) > 1 and (opts.return_grid or opts.grid_save) and not p.do_not_save_grid:
-        grid = images.image_grid(outputs, p.batch_size)
+    several = len(outputs) > 1
+    if outputs and (several or not opts.grid_only_if_multiple) and (opts.return_grid or opts.grid_save) \
+            and not p.do_not_save_grid:
+        grid = images.image_grid(outputs, p.batch_size, rows=opts.n_rows)
         text = p.infotext(0)
         if opts.enable_pnginfo:
             grid.info["parameters"] = text
         if opts.grid_save:
             fullfn, _ = images.save_image(grid, _outdir(p, grid=True), "grid", p.all_seeds[0], p.all_prompts[0],
-                                          opts.grid_format, info=text, grid=True, p=p, opts=opts)
+                                          opts.grid_format, info=text, grid=True, p=p, opts=opts,
+                                          short_filename=not opts.grid_extended_filename)
             files.append(fullfn)
-        if opts.return_grid:
+        if opts.return_grid and several:
             outputs.insert(0, grid)
             infotexts.insert(0, text)
             index_of_first_image = 1

@@ -15,7 +15,7 @@ import gradio as gr
 from PIL import Image
 from pydantic import ValidationError
 
-from modules import extension_git, extensions, page, script_callbacks
+from modules import extension_git, extensions, page, script_callbacks, settings_ui
 from modules import ui_extra_networks, ui_styles
 from modules.a1111 import component_hooks, options as extension_options
 from modules import infotext as infotext_mod
@@ -138,7 +138,8 @@ def run_job(runtime: Runtime, kind: str, p: Any):
     while not job.future.done():
         ahead = runtime.queue.progress(job.id).queue_position or 0
         preview = job.state.current_image if runtime.opts.live_previews_enable else None
-        yield gr.update(), gr.update(), progress_html(job.state, ahead), preview, gr.update(), ""
+        progress = progress_html(job.state, ahead) if runtime.opts.show_progressbar else ""
+        yield gr.update(), gr.update(), progress, preview, gr.update(), ""
         time.sleep(POLL_SECONDS)
     try:
         processed = job.result().value
@@ -151,7 +152,8 @@ def run_job(runtime: Runtime, kind: str, p: Any):
         note = " (interrupted before an image was finished: nothing was saved)"
     info = processed.infotexts[processed.index_of_first_image] if processed.infotexts else ""
     comments = "".join(f"<p class='comments'>{html.escape(line)}</p>" for line in processed.comments.splitlines())
-    yield (gr.update(value=processed.images, label=OUTPUT_LABEL),
+    shown = [] if runtime.opts.do_not_show_images else processed.images     # A1111's do_not_show_images
+    yield (gr.update(value=shown, label=OUTPUT_LABEL),
            infotext_html(info) + comments + (f"<p>{note}</p>" if note else ""),
            f"<div class='progress-text' data-job-end='{job.id}'>Done in {processed.timings.get('total', 0):.2f}s"
            f"{note}</div>", None,
@@ -877,60 +879,10 @@ def _job_output(value: Any):
     return JobOutput(value=value)
 
 
-def settings_tab(runtime: Runtime) -> tuple[Any, Callable[[], list[Any]], list[gr.components.Component]]:
-    """The settings; returns the Apply event (the page's ``opts`` are refreshed after it), and a function giving the
-    saved values of its widgets (for each page load)."""
-    extension_options.register_extension_settings(force=True)     # runs the on_ui_settings callbacks
-    fields = Options.model_fields
-    widgets: dict[str, gr.components.Component] = {}
-    skip = {"sd_model_checkpoint", "quicksettings_list", "disabled_extensions", "randn_source"}
-    with gr.Column():
-        apply = gr.Button("Apply settings", variant="primary", elem_id="settings_submit")
-        result = gr.HTML(elem_id="settings_result")
-        for name, f in fields.items():
-            if name in skip:
-                continue
-            label = f"{f.description} ({name})" if f.description else name
-            value = getattr(runtime.opts, name)
-            ann = f.annotation
-            choices = getattr(ann, "__args__", None) if getattr(ann, "__origin__", None) is not None and str(ann).startswith("typing.Literal") else None
-            if ann is bool:
-                widgets[name] = gr.Checkbox(value=value, label=label, elem_id=f"setting_{name}")
-            elif choices:
-                widgets[name] = gr.Dropdown(list(choices), value=value, label=label, elem_id=f"setting_{name}")
-            elif ann in (int, float):
-                widgets[name] = gr.Number(value=value, label=label, precision=0 if ann is int else None,
-                                          elem_id=f"setting_{name}")
-            else:
-                widgets[name] = gr.Textbox(value=str(value), label=label, elem_id=f"setting_{name}")
-        opts = extension_options.OptionsFacade(lambda: runtime.opts)   # extensions' options (A1111's API)
-        widgets.update(extension_options.settings_components(opts))
-
-    names = list(widgets)
-
-    def save(*values):
-        errors, changed = [], []
-        for name, value in zip(names, values):
-            if value == getattr(runtime.opts, name):
-                continue
-            try:
-                opts.set(name, value)
-                changed.append(name)
-            except ValueError as e:
-                errors.append(str(e))
-        runtime.opts.save()
-        text = f"{len(changed)} setting(s) changed: {', '.join(changed) or 'none'}."
-        if errors:
-            text += "".join(f"<div class='error-box'>{html.escape(e)}</div>" for e in errors)
-        return text
-
-    def current_values() -> list[Any]:
-        """The saved value of every widget, as the page shows it (the page loads them: not the values at startup)."""
-        values = [opts._value(name) for name in names]
-        return [("" if v is None else str(v)) if isinstance(widgets[n], gr.Textbox) else v
-                for n, v in zip(names, values)]
-
-    return apply.click(save, [widgets[n] for n in names], result), current_values, [widgets[n] for n in names]
+def settings_tab(runtime: Runtime, quick: dict[str, Any] | None = None,
+                 ) -> tuple[Any, Callable[[], list[Any]], list[gr.components.Component]]:
+    """The Settings tab (``modules.settings_ui``): A1111's sections, search, Apply."""
+    return settings_ui.settings_tab(runtime, quick)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -940,6 +892,7 @@ def settings_tab(runtime: Runtime) -> tuple[Any, Callable[[], list[Any]], list[g
 def create_ui(runtime: Runtime) -> gr.Blocks:
     script_callbacks.before_ui_callback()
     samplers, schedulers = sampler_choices()
+    samplers = [s for s in samplers if s not in runtime.opts.hide_samplers] or samplers    # A1111's hide_samplers
     current = runtime.models.current
     native = getattr(current, "native_size", None) or 512
     extension_tabs = script_callbacks.ui_tabs_callback()   # their own gr.Blocks, built outside the page (as A1111)
@@ -950,6 +903,7 @@ def create_ui(runtime: Runtime) -> gr.Blocks:
                                label="Stable Diffusion checkpoint", elem_id="setting_sd_model_checkpoint", scale=4)
             refresh = gr.Button("🔄", elem_id="refresh_sd_model_checkpoint", scale=0, min_width=40)
             ckpt_status = gr.HTML(elem_id="sd_checkpoint_status")
+            quick = settings_ui.quicksettings(runtime)     # the other options of quicksettings_list
 
         def change_checkpoint(title):
             if not title:
@@ -969,23 +923,24 @@ def create_ui(runtime: Runtime) -> gr.Blocks:
         checkpoint_changed = ckpt.input(change_checkpoint, ckpt, [ckpt, ckpt_status], concurrency_limit=1)
         refresh.click(refresh_checkpoints, None, ckpt, queue=False)
 
+        hidden = set(runtime.opts.hidden_tabs)       # A1111's hidden_tabs (Settings cannot be hidden)
         with gr.Tabs(elem_id="tabs") as tabs:
-            with gr.Tab("txt2img", id="txt2img", elem_id="tab_txt2img"):
+            with gr.Tab("txt2img", id="txt2img", elem_id="tab_txt2img", visible="txt2img" not in hidden):
                 t2i = txt2img_tab(runtime, native, samplers, schedulers)
-            with gr.Tab("img2img", id="img2img", elem_id="tab_img2img"):
+            with gr.Tab("img2img", id="img2img", elem_id="tab_img2img", visible="img2img" not in hidden):
                 i2i, i2i_w = img2img_tab(runtime, native, samplers, schedulers)
-            with gr.Tab("Extras", id="extras", elem_id="tab_extras"):
+            with gr.Tab("Extras", id="extras", elem_id="tab_extras", visible="Extras" not in hidden):
                 extras_w = extras_tab(runtime)
-            with gr.Tab("PNG Info", id="pnginfo", elem_id="tab_pnginfo"):
+            with gr.Tab("PNG Info", id="pnginfo", elem_id="tab_pnginfo", visible="PNG Info" not in hidden):
                 png = pnginfo_tab()
-            with gr.Tab("Checkpoint Merger", id="modelmerger", elem_id="tab_modelmerger"):
+            with gr.Tab("Checkpoint Merger", id="modelmerger", elem_id="tab_modelmerger", visible="Checkpoint Merger" not in hidden):
                 merger_tab(runtime, ckpt)
-            with gr.Tab("Train", id="train", elem_id="tab_train"):
+            with gr.Tab("Train", id="train", elem_id="tab_train", visible="Train" not in hidden):
                 train_sizes = train_tab(runtime)
             for blocks, title, elem_id in extension_tabs:
-                with gr.Tab(title, id=elem_id, elem_id=f"tab_{elem_id}"):
+                with gr.Tab(title, id=elem_id, elem_id=f"tab_{elem_id}", visible=title not in hidden):
                     blocks.render()
-            with gr.Tab("Extensions", id="extensions", elem_id="tab_extensions"):
+            with gr.Tab("Extensions", id="extensions", elem_id="tab_extensions", visible="Extensions" not in hidden):
                 with gr.Tabs(elem_id="tabs_extensions"):
                     with gr.Tab("Installed", id="extensions_installed"):
                         extensions.create_ui(runtime.opts)
@@ -993,11 +948,14 @@ def create_ui(runtime: Runtime) -> gr.Blocks:
                     with gr.Tab("Install from URL", id="extensions_install_from_url"):
                         extension_git.create_install_ui(runtime)
             with gr.Tab("Settings", id="settings", elem_id="tab_settings"):
-                settings_applied, saved_settings, setting_widgets = settings_tab(runtime)
+                settings_applied, saved_settings, setting_widgets = settings_tab(runtime, quick)
 
         _wire_mode_tracking(i2i_w)  # img2img sub-mode follows the selected sub-tab
         for c in (t2i, i2i):        # extra-networks cards: preview from the gallery, checkpoint cards switch models
             c.extra_networks.wire(c.gallery, change_checkpoint, [ckpt, ckpt_status])
+        if runtime.opts.disable_token_counters:     # A1111's disable_token_counters
+            for c in (t2i, i2i):
+                c.prompt_tokens.visible = c.negative_tokens.visible = False
 
         # every setting as JSON for the page's `opts` (javascript/webui.js reads it), made after the Settings tab
         # so that the options extensions add there are in it; filled again on each page load and after Apply

@@ -168,6 +168,10 @@ class OptionsFacade:
             return registered[key].default
         if key in A1111_DEFAULTS:
             return A1111_DEFAULTS[key]
+        from modules.a1111 import settings_catalog
+
+        if key in settings_catalog.FIXED:            # an A1111 setting whose value is fixed in this web UI
+            return settings_catalog.FIXED[key][0]
         raise attribute_error("modules.shared.opts", key)
 
     def _store(self, key: str, value: Any) -> None:
@@ -295,7 +299,7 @@ def settings_components(facade: OptionsFacade) -> dict[str, Any]:
         by_section.setdefault(tuple(info.section or ("extensions", "Extensions")), []).append(key)
     components: dict[str, Any] = {}
     for (section_id, title), keys in by_section.items():
-        with gr.Accordion(title, open=False, elem_id=f"settings_{section_id}"):
+        with gr.Accordion(title, open=True, elem_id=f"settings_{section_id}", elem_classes="settings-section"):
             for key in keys:
                 info = registered[key]
                 if info.comment_before:
