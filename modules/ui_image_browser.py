@@ -16,6 +16,8 @@ ALL_FOLDERS = "All folders"
 
 CSS = """
 #image_browser_gallery .caption-label {font-size: 0.75em}
+/* six thumbnails a row however few there are (Gradio narrows the grid to the number of pictures) */
+#image_browser_gallery .grid-container {grid-template-columns: repeat(6, minmax(0, 1fr)) !important}
 #image_browser_confirm {border: 1px solid #f59e0b; border-radius: 8px; padding: 8px; background: #fffbeb}
 #image_browser_confirm .prose {color: #92400e}
 #image_browser_info p {word-break: break-word}

@@ -34,7 +34,7 @@ def running_app(data_dir: Path, log: Path, *args: str):
         proc = subprocess.Popen([sys.executable, "app.py", "--data-dir", str(data_dir), "--port", str(port), *args],
                                 cwd=REPO, stdout=out, stderr=subprocess.STDOUT, env=env)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 90
+    deadline = time.time() + 240   # a busy machine needs minutes to import torch and build the page
     while time.time() < deadline:
         if proc.poll() is not None:
             pytest.fail("server exited:\n" + log.read_text())
