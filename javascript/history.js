@@ -18,3 +18,25 @@ function historyCancel(taskId) {
 function historySelect(taskId) {
     historyAction("history_select_button", taskId);
 }
+
+/* Open (list) the History / Image Browser tab when a person switches to it, and stop the History tab's refresh when
+   they leave it. Tab changes are reported only after the page has shown every tab once (javascript/webui.js), so
+   loading the page never scans the output folders. */
+let historyLastTab = "";
+onUiTabChange(() => {
+    const tab = get_uiCurrentTab();
+    const id = tab ? tab.dataset.tabId || "" : "";
+    if (id === historyLastTab) {
+        return;
+    }
+    const click = (elemId) => gradioApp().getElementById(elemId)?.click();
+    if (historyLastTab === "history") {
+        click("history_close");
+    }
+    if (id === "history") {
+        click("history_open");
+    } else if (id === "image_browser") {
+        click("image_browser_open");
+    }
+    historyLastTab = id;
+});

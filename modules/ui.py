@@ -920,10 +920,10 @@ def create_ui(runtime: Runtime) -> gr.Blocks:
                 merger_tab(runtime, ckpt)
             with gr.Tab("Train", id="train", elem_id="tab_train"):
                 train_sizes = train_tab(runtime)
-            with gr.Tab("History", id="history", elem_id="tab_history") as history_tab:
-                ui_history.history_tab(runtime, history_tab, tabs, t2i, i2i, i2i_w)
-            with gr.Tab("Image Browser", id="image_browser", elem_id="tab_image_browser") as browser_tab:
-                ui_image_browser.image_browser_tab(runtime, browser_tab, tabs, t2i, i2i, i2i_w)
+            with gr.Tab("History", id="history", elem_id="tab_history"):
+                ui_history.history_tab(runtime, tabs, t2i, i2i, i2i_w)
+            with gr.Tab("Image Browser", id="image_browser", elem_id="tab_image_browser"):
+                ui_image_browser.image_browser_tab(runtime, tabs, t2i, i2i, i2i_w)
             for blocks, title, elem_id in extension_tabs:
                 with gr.Tab(title, id=elem_id, elem_id=f"tab_{elem_id}"):
                     blocks.render()

@@ -208,9 +208,10 @@ def entry_images(entry: HistoryEntry, roots: list[Path]) -> list[tuple[Image.Ima
 # ---------------------------------------------------------------------------------------------------------------------
 # the tab
 # ---------------------------------------------------------------------------------------------------------------------
-def history_tab(runtime: Any, tab: Any, tabs: Any, t2i: Any, i2i: Any, i2i_widgets: dict[str, Any]) -> None:
-    """Build the History tab's contents (call inside its ``gr.Tab``, ``tab``) and wire send-to into the txt2img
-    (``t2i``) and img2img (``i2i``, its init image in ``i2i_widgets``) tabs of ``tabs``."""
+def history_tab(runtime: Any, tabs: Any, t2i: Any, i2i: Any, i2i_widgets: dict[str, Any]) -> None:
+    """Build the History tab's contents (call inside its ``gr.Tab``) and wire send-to into the txt2img (``t2i``) and
+    img2img (``i2i``, its init image in ``i2i_widgets``) tabs of ``tabs``. javascript/history.js clicks the hidden
+    open/close buttons when a person switches to and away from the tab (not while the page first shows every tab)."""
     from modules.image_browser import output_roots
     from modules.ui import paste_fields
 
@@ -245,6 +246,8 @@ def history_tab(runtime: Any, tab: Any, tabs: Any, t2i: Any, i2i: Any, i2i_widge
     action_id = gr.Textbox(visible="hidden", elem_id="history_action_id")
     cancel_button = gr.Button("cancel", visible="hidden", elem_id="history_cancel_button")
     select_button = gr.Button("select", visible="hidden", elem_id="history_select_button")
+    open_button = gr.Button("open", visible="hidden", elem_id="history_open")
+    close_button = gr.Button("close", visible="hidden", elem_id="history_close")
     timer = gr.Timer(REFRESH_SECONDS, active=False)
 
     page = gr.State(0)
@@ -297,12 +300,9 @@ def history_tab(runtime: Any, tab: Any, tabs: Any, t2i: Any, i2i: Any, i2i_widge
     list_outputs = [list_box, page_label, shown]
     timer.tick(tick, [page, selected, shown], [queue_box, preview, *list_outputs], queue=False,
                show_progress="hidden")
-    tab.select(lambda p, s: (gr.Timer(active=True), *refresh_all(p, s)), [page, selected],
-               [timer, queue_box, *list_outputs], queue=False, show_progress="hidden")
-    def tab_changed(evt: gr.SelectData):
-        return gr.Timer(active=evt.value == "History")
-
-    tabs.select(tab_changed, None, timer, queue=False, show_progress="hidden")
+    open_button.click(lambda p, s: (gr.Timer(active=True), *refresh_all(p, s)), [page, selected],
+                      [timer, queue_box, *list_outputs], queue=False, show_progress="hidden")
+    close_button.click(lambda: gr.Timer(active=False), None, timer, queue=False, show_progress="hidden")
     refresh.click(refresh_all, [page, selected], [queue_box, *list_outputs], queue=False)
     prev_page.click(lambda p, s: go(p, -1, s), [page, selected], [page, *list_outputs], queue=False)
     next_page.click(lambda p, s: go(p, 1, s), [page, selected], [page, *list_outputs], queue=False)

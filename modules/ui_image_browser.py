@@ -51,7 +51,9 @@ def info_html(path: str, infotext: str, items: dict[str, str], shown_as: str) ->
     return "".join(rows)
 
 
-def image_browser_tab(runtime: Any, tab: Any, tabs: Any, t2i: Any, i2i: Any, i2i_widgets: dict[str, Any]) -> None:
+def image_browser_tab(runtime: Any, tabs: Any, t2i: Any, i2i: Any, i2i_widgets: dict[str, Any]) -> None:
+    """Build the tab's contents (call inside its ``gr.Tab``); send-to goes to ``t2i`` / ``i2i`` of ``tabs``. The
+    pictures are listed when a person opens the tab (javascript/history.js clicks the hidden open button)."""
     from modules.ui import format_error, paste_fields
 
     browser = ImageBrowser.for_runtime(runtime)
@@ -121,7 +123,8 @@ def image_browser_tab(runtime: Any, tab: Any, tabs: Any, t2i: Any, i2i: Any, i2i
     for event in (search_button.click, search.submit, date_from.submit, date_to.submit):
         event(lambda *f: load(1, *f), filters, load_outputs, queue=False)
     folder.input(lambda *f: load(1, *f), filters, load_outputs, queue=False)
-    tab.select(load, [page, *filters], load_outputs, queue=False)
+    open_button = gr.Button("open", visible="hidden", elem_id="image_browser_open")
+    open_button.click(load, [page, *filters], load_outputs, queue=False)
     prev_page.click(lambda p, *f: load(max(1, p - 1), *f), [page, *filters], load_outputs, queue=False)
     next_page.click(lambda p, *f: load(p + 1, *f), [page, *filters], load_outputs, queue=False)
 
