@@ -15,7 +15,7 @@ import gradio as gr
 from PIL import Image
 from pydantic import ValidationError
 
-from modules import extension_git, extensions, page, script_callbacks, settings_ui
+from modules import extension_git, extensions, page, script_callbacks, settings_ui, ui_history, ui_image_browser
 from modules import ui_extra_networks, ui_styles
 from modules.a1111 import component_hooks, options as extension_options
 from modules import infotext as infotext_mod
@@ -40,7 +40,7 @@ CSS = """
 /* a single picture (or a grid) fits the gallery's 420 px whole instead of overflowing it */
 .gallery-container .thumbnail-lg {max-height: 360px}
 """
-CSS += ui_extra_networks.CSS + ui_styles.CSS
+CSS += ui_extra_networks.CSS + ui_styles.CSS + ui_history.CSS + ui_image_browser.CSS
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -78,9 +78,11 @@ def infotext_html(text: str) -> str:
     return f"<div class='infotext'><p>{html.escape(text).replace(chr(10), '<br>')}</p></div>"
 
 
-def progress_html(state: Any, queued_ahead: int = 0) -> str:
-    if queued_ahead > 0:
-        return f"<div class='progress-text'>In queue: {queued_ahead} job(s) ahead</div>"
+def progress_html(state: Any, queued_ahead: int | None = None) -> str:
+    """The progress line of a job; ``queued_ahead`` (0 = next to run) for a job still waiting in the queue."""
+    if queued_ahead is not None:
+        ahead = "next to run" if queued_ahead == 0 else f"{queued_ahead} job(s) ahead"
+        return f"<div class='progress-text'>In queue: {ahead}</div>"
     pct = int(state.progress() * 100)
     eta = state.eta()
     eta_s = f", ETA {eta:.1f}s" if eta is not None else ""
@@ -136,7 +138,7 @@ def run_job(runtime: Runtime, kind: str, p: Any):
     html) updates until it finishes."""
     job = runtime.submit(kind, p)
     while not job.future.done():
-        ahead = runtime.queue.progress(job.id).queue_position or 0
+        ahead = runtime.queue.progress(job.id).queue_position   # None once it runs
         preview = job.state.current_image if runtime.opts.live_previews_enable else None
         progress = progress_html(job.state, ahead) if runtime.opts.show_progressbar else ""
         yield gr.update(), gr.update(), progress, preview, gr.update(), ""
@@ -744,7 +746,7 @@ def run_training(runtime: Runtime, kind: str, fn: Callable[..., Any], request: A
 
     job = runtime.queue.submit(kind, request.model_dump(mode="json"), job_fn)
     while not job.future.done():
-        ahead = runtime.queue.progress(job.id).queue_position or 0
+        ahead = runtime.queue.progress(job.id).queue_position   # None once it runs
         text = html.escape(job.state.textinfo or "")
         yield progress_html(job.state, ahead) + f"<div class='progress-text'>{text}</div>", job.state.current_image, ""
         time.sleep(POLL_SECONDS * 2)
@@ -937,6 +939,11 @@ def create_ui(runtime: Runtime) -> gr.Blocks:
                 merger_tab(runtime, ckpt)
             with gr.Tab("Train", id="train", elem_id="tab_train", visible="Train" not in hidden):
                 train_sizes = train_tab(runtime)
+            with gr.Tab("History", id="history", elem_id="tab_history", visible="History" not in hidden):
+                ui_history.history_tab(runtime, tabs, t2i, i2i, i2i_w)
+            with gr.Tab("Image Browser", id="image_browser", elem_id="tab_image_browser",
+                        visible="Image Browser" not in hidden):
+                ui_image_browser.image_browser_tab(runtime, tabs, t2i, i2i, i2i_w)
             for blocks, title, elem_id in extension_tabs:
                 with gr.Tab(title, id=elem_id, elem_id=f"tab_{elem_id}", visible=title not in hidden):
                     blocks.render()

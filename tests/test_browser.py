@@ -34,7 +34,7 @@ def running_app(data_dir: Path, log: Path, *args: str):
         proc = subprocess.Popen([sys.executable, "app.py", "--data-dir", str(data_dir), "--port", str(port), *args],
                                 cwd=REPO, stdout=out, stderr=subprocess.STDOUT, env=env)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 90
+    deadline = time.time() + 240   # a busy machine needs minutes to import torch and build the page
     while time.time() < deadline:
         if proc.poll() is not None:
             pytest.fail("server exited:\n" + log.read_text())
@@ -80,10 +80,10 @@ def browser_page(url: str):
                                           "--disable-component-update", "--no-first-run", "--disable-sync"])
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         page.goto(url)
-        page.wait_for_selector("#txt2img_prompt textarea", timeout=30000)
-        page.wait_for_function("window.webuiPage && webuiPage.uiLoaded", timeout=30000)
+        page.wait_for_selector("#txt2img_prompt textarea", timeout=120000)   # minutes on a busy machine
+        page.wait_for_function("window.webuiPage && webuiPage.uiLoaded", timeout=120000)
         page.wait_for_function("document.querySelector('#txt2img_width input[type=number]').value === '64'",
-                               timeout=60000)
+                               timeout=180000)
         try:
             yield page
         finally:

@@ -715,6 +715,9 @@ def mount_api(app: FastAPI, runtime: Runtime, *, max_body_bytes: int = DEFAULT_M
     """Add the ``/sdapi/v1`` routes (and, with ``--cors-allow-origins``, CORS) to ``app``; call before it starts."""
     api = Api(runtime)
     app.include_router(api.router())
+    from modules.api import browser_routes   # the image browser (not in A1111's API)
+
+    app.include_router(browser_routes.router(runtime))
     app.add_exception_handler(RequestValidationError, validation_error_handler)
     app.add_middleware(ApiRequestMiddleware, prefix="/sdapi/", max_body_bytes=max_body_bytes,
                        credentials=api_credentials(runtime.args))
