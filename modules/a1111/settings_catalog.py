@@ -28,7 +28,7 @@ SECTIONS: list[tuple[str, str, list[str]]] = [
     ("saving-to-dirs", "Saving to a directory", [
         "save_to_dirs", "grid_save_to_dirs", "directories_filename_pattern", "directories_max_prompt_words"]),
     ("upscaling", "Upscaling", ["ESRGAN_tile", "ESRGAN_tile_overlap"]),
-    ("system", "System", ["samples_log_stdout"]),
+    ("system", "System", ["samples_log_stdout", "batch_compatible_jobs"]),
     ("sd", "Stable Diffusion", [
         "sd_model_checkpoint", "sd_checkpoints_limit", "CLIP_stop_at_last_layers", "emphasis", "randn_source",
         "tiling"]),
@@ -50,7 +50,7 @@ SECTIONS: list[tuple[str, str, list[str]]] = [
         "show_progressbar", "live_previews_enable", "show_progress_every_n_steps", "show_progress_type"]),
     ("sampler-params", "Sampler parameters", [
         "hide_samplers", "eta_ddim", "eta_ancestral", "s_churn", "s_tmin", "s_tmax", "s_noise",
-        "eta_noise_seed_delta"]),
+        "eta_noise_seed_delta", "sd_noise_schedule"]),
     # the app's own
     ("limits", "Limits (this web UI)", [
         "limit_max_pixels", "limit_images_per_job", "limit_init_images", "limit_input_pixels", "limit_prompt_tokens",
@@ -86,7 +86,6 @@ FIXED: dict[str, tuple[Any, str]] = {
     "sigma_min": (0.0, "the schedule's sigma range is the model's own"),
     "sigma_max": (0.0, "the schedule's sigma range is the model's own"),
     "rho": (0.0, "the schedule's rho is the schedule type's default"),
-    "sd_noise_schedule": ("Default", "zero terminal SNR schedules are not offered here"),
     "use_old_emphasis_implementation": (False, _OLD),
     "use_old_karras_scheduler_sigmas": (False, _OLD),
     "no_dpmpp_sde_batch_determinism": (False, _OLD),
