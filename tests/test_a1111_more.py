@@ -140,3 +140,18 @@ def test_overlay_images_are_the_originals_with_the_masked_part_clear(tiny_sd1_mo
     assert overlay.convert("RGB").getpixel((w - 2, h - 2)) == (200, 30, 30)           # the original's colour
     assert result.mode == "RGB" and result.getpixel((2, 2)) == (0, 0, 255)          # its overlay was laid on top
     assert result.getpixel((w - 2, h - 2)) != (0, 0, 255)
+
+
+def test_names_the_agent_scheduler_imports_first():
+    """``from modules.shared import list_checkpoint_tiles, refresh_checkpoints``, ``from modules.cmd_args import
+    parser``, ``from modules.ui import create_refresh_button`` (A1111 re-exports)."""
+    from modules import cmd_args, shared, ui
+    from modules.a1111 import shared_items, ui_common
+
+    assert shared.list_checkpoint_tiles is shared_items.list_checkpoint_tiles
+    assert shared.refresh_checkpoints is shared_items.refresh_checkpoints
+    parser = cmd_args.parser
+    assert parser.description != "SD.Next" and parser.parse_args(["--api"]).api is True
+    assert ui.create_refresh_button is ui_common.create_refresh_button
+    with pytest.raises(AttributeError, match="does not provide"):
+        ui.no_such_a1111_name  # noqa: B018
