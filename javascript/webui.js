@@ -7,7 +7,8 @@
 /* exported gradioApp, onUiUpdate, onAfterUiUpdate, onUiLoaded, onUiTabChange, onOptionsChanged, onOptionsAvailable,
    executeCallbacks, get_uiCurrentTab, get_uiCurrentTabContent, uiElementIsVisible, uiElementInSight, updateInput,
    switch_to_txt2img, switch_to_img2img, switch_to_img2img_tab, switch_to_inpaint, switch_to_extras,
-   selected_gallery_index, get_tab_index, getTranslation, localization, opts */
+   selected_gallery_index, get_tab_index, submit, submit_img2img, create_submit_args, randomId, getTranslation,
+   localization, opts */
 
 // ---------------------------------------------------------------------------------------------------------------------
 // The settings: `opts` mirrors every option (the app's and those extensions add) and follows Apply settings.
@@ -230,6 +231,33 @@ function switch_to_inpaint() {
 function switch_to_extras() {
     webuiSelectTab("tabs", "extras");
     return Array.from(arguments);
+}
+
+// A1111's Generate `_js`: its arguments with a new task id (`task(XXXXXXX)`) in place of the first;
+// submit_img2img also puts the selected img2img mode (index of the sub-tab) second. Extensions wrap or call them.
+function randomId() {
+    const chars = "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
+    return "task(" + Array.from({length: 7}, () => chars[Math.floor(Math.random() * chars.length)]).join("") + ")";
+}
+
+function create_submit_args(args) {
+    return Array.from(args);
+}
+
+function submit() {
+    const res = create_submit_args(arguments);
+    if (res.length > 0) {
+        res[0] = randomId();
+    }
+    return res;
+}
+
+function submit_img2img() {
+    const res = submit.apply(null, arguments);
+    if (res.length > 1) {
+        res[1] = get_tab_index("mode_img2img");
+    }
+    return res;
 }
 
 /** Index of the image selected in the gallery of the current tab, -1 when none is selected. */

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from PIL import Image, ImageFilter
+from PIL import Image, ImageFilter, ImageOps
 
 
 def blur(mask: Image.Image, blur_x: int, blur_y: int) -> Image.Image:
@@ -80,12 +80,39 @@ class Region:
     def crop_resize(self, image: Image.Image, width: int, height: int) -> Image.Image:
         return image.crop(self.box).resize((width, height), Image.Resampling.LANCZOS)
 
+    def place(self, result: Image.Image, size: tuple[int, int]) -> Image.Image:
+        """``result`` scaled into this region of a transparent picture of ``size``."""
+        canvas = Image.new("RGBA", size)
+        canvas.paste(result.convert("RGBA").resize((self.right - self.left, self.bottom - self.top),
+                                                   Image.Resampling.LANCZOS), (self.left, self.top))
+        return canvas
+
     def paste_back(self, result: Image.Image, original: Image.Image, mask: Image.Image) -> Image.Image:
         """Scale ``result`` back into the region of ``original``, keeping pixels outside the mask."""
         size = (self.right - self.left, self.bottom - self.top)
         canvas = original.copy()
         canvas.paste(result.resize(size, Image.Resampling.LANCZOS), (self.left, self.top))
         return Image.composite(canvas, original, mask.convert("L"))
+
+
+def overlays(pictures: list[Image.Image], mask: Image.Image) -> list[Image.Image]:
+    """A1111's ``p.overlay_images``: each original as RGBA, transparent where the mask regenerates it."""
+    alpha = ImageOps.invert(mask.convert("L"))
+    result = []
+    for picture in pictures:
+        overlay = picture.convert("RGBA")
+        overlay.putalpha(alpha if alpha.size == overlay.size else alpha.resize(overlay.size))
+        result.append(overlay)
+    return result
+
+
+def put_overlay(image: Image.Image, overlay: Image.Image, mode: str | None = None) -> Image.Image:
+    """``overlay`` (RGBA) laid over ``image`` (resized to it when their sizes differ), in ``mode`` (default:
+    ``image``'s)."""
+    base = image.convert("RGBA")
+    if base.size != overlay.size:
+        base = base.resize(overlay.size, Image.Resampling.LANCZOS)
+    return Image.alpha_composite(base, overlay).convert(mode or image.mode)
 
 
 def crop_region(mask: Image.Image, padding: int, width: int, height: int) -> Region:

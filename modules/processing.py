@@ -196,7 +196,7 @@ class StableDiffusionProcessing(BaseModel):
     cached_c: list[Any] = Field(default_factory=lambda: [None, None], exclude=True)   # conditioning is never cached
     cached_uc: list[Any] = Field(default_factory=lambda: [None, None], exclude=True)  # here: kept for extensions
     color_corrections: list[Any] | None = Field(None, exclude=True)   # from setup_color_correction, per image
-    overlay_images: list[Any] | None = Field(None, exclude=True)      # originals the results are pasted over
+    overlay_images: list[Any] | None = Field(None, exclude=True)      # originals (RGBA, masked part clear) put over results
     paste_to: tuple[int, int, int, int] | None = Field(None, exclude=True)
     image_conditioning: Any = Field(None, exclude=True)
     is_using_inpainting_conditioning: bool = Field(False, exclude=True)
@@ -514,7 +514,7 @@ class StableDiffusionProcessingImg2Img(StableDiffusionProcessing):
         if self.inpaint_full_res:
             region = self._region = masking.crop_region(mask, self.inpaint_full_res_padding, self.width, self.height)
             self.paste_to = (region.left, region.top, region.right - region.left, region.bottom - region.top)
-            self.mask_for_overlay, self.overlay_images = mask, images_in
+            self.mask_for_overlay, self.overlay_images = mask, masking.overlays(images_in, mask)
             mask = region.crop_resize(mask, self.width, self.height)
             latent_mask = region.crop_resize(latent_mask, self.width, self.height) if latent_mask else None
             images_in = [region.crop_resize(im, self.width, self.height) for im in images_in]
@@ -525,7 +525,7 @@ class StableDiffusionProcessingImg2Img(StableDiffusionProcessing):
             if latent_mask is not None:
                 latent_mask = images.resize_image(self.resize_mode, latent_mask, self.width, self.height)
             images_in = [images.resize_image(self.resize_mode, im, self.width, self.height) for im in images_in]
-            self.mask_for_overlay, self.overlay_images = mask, images_in
+            self.mask_for_overlay, self.overlay_images = mask, masking.overlays(images_in, mask)
         self.extra_generation_params["Masked content"] = ["fill", "original", "latent noise", "latent nothing"][self.inpainting_fill]
         self._latent_mask_image = latent_mask or mask
         if self.inpainting_fill == 0:
@@ -576,9 +576,13 @@ class StableDiffusionProcessingImg2Img(StableDiffusionProcessing):
 
     def apply_overlay(self, image: Image.Image, mask_for_overlay: Image.Image | None,
                       overlay_image: Image.Image | None) -> Image.Image:
-        """Paste the result back over the original so pixels outside the mask are unchanged (A1111's overlay)."""
-        if mask_for_overlay is None or overlay_image is None:
+        """Put the original over the result so pixels outside the mask are unchanged (A1111's overlay): an RGBA
+        overlay (A1111's form, ``p.overlay_images``) by its alpha; an opaque one through ``mask_for_overlay``."""
+        if overlay_image is None or (mask_for_overlay is None and overlay_image.mode != "RGBA"):
             return image
+        if overlay_image.mode == "RGBA":
+            base = self._region.place(image, overlay_image.size) if self._region is not None else image
+            return masking.put_overlay(base, overlay_image, image.mode)
         if self._region is not None:
             return self._region.paste_back(image, overlay_image, mask_for_overlay)
         return Image.composite(image, overlay_image.convert(image.mode), mask_for_overlay.convert("L"))

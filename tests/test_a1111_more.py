@@ -110,3 +110,48 @@ def test_the_settings_file_exists_once_the_app_ran(tmp_path):
         assert json.loads(settings_file.read_text())["samples_format"] == runtime.opts.samples_format
     finally:
         shared.bind(None)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# p.overlay_images
+# ---------------------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("full_res", [False, True])
+def test_overlay_images_are_the_originals_with_the_masked_part_clear(tiny_sd1_model, full_res):
+    """A1111's form, which extensions read and replace: RGBA, alpha 0 where the mask regenerates."""
+    from tests.test_script_hooks import Hook, hooked
+
+    Hook.actions, Hook.calls = {}, []
+    seen = {}
+
+    def mine(p, ppmo, *args):
+        seen["overlay"] = ppmo.overlay_image
+        custom = Image.new("RGBA", ppmo.overlay_image.size, (0, 0, 255, 0))
+        custom.paste((0, 0, 255, 255), (0, 0, 8, 8))      # an extension's own overlay: a blue opaque corner
+        ppmo.overlay_image = custom
+
+    Hook.actions["postprocess_maskoverlay"] = mine
+    runner, p = hooked(tiny_sd1_model, "img2img", inpaint_full_res=full_res, do_not_save_grid=True)
+    result = runner.run(p).images[0]
+    overlay = seen["overlay"]
+    assert overlay.mode == "RGBA" and p.overlay_images[0].mode == "RGBA"
+    alpha = overlay.getchannel("A")
+    w, h = overlay.size
+    assert alpha.getpixel((1, 1)) == 0 and alpha.getpixel((w - 2, h - 2)) == 255     # left half regenerated
+    assert overlay.convert("RGB").getpixel((w - 2, h - 2)) == (200, 30, 30)           # the original's colour
+    assert result.mode == "RGB" and result.getpixel((2, 2)) == (0, 0, 255)          # its overlay was laid on top
+    assert result.getpixel((w - 2, h - 2)) != (0, 0, 255)
+
+
+def test_names_the_agent_scheduler_imports_first():
+    """``from modules.shared import list_checkpoint_tiles, refresh_checkpoints``, ``from modules.cmd_args import
+    parser``, ``from modules.ui import create_refresh_button`` (A1111 re-exports)."""
+    from modules import cmd_args, shared, ui
+    from modules.a1111 import shared_items, ui_common
+
+    assert shared.list_checkpoint_tiles is shared_items.list_checkpoint_tiles
+    assert shared.refresh_checkpoints is shared_items.refresh_checkpoints
+    parser = cmd_args.parser
+    assert parser.description != "SD.Next" and parser.parse_args(["--api"]).api is True
+    assert ui.create_refresh_button is ui_common.create_refresh_button
+    with pytest.raises(AttributeError, match="does not provide"):
+        ui.no_such_a1111_name  # noqa: B018

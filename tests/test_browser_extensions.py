@@ -129,6 +129,23 @@ def test_page_api_for_extensions(page):
     assert page.evaluate("selected_gallery_index()") == -1
 
 
+def test_submit_functions_give_their_arguments_with_a_task_id(page):
+    """A1111's Generate `_js` functions, which extensions wrap or give their own buttons."""
+    import re
+
+    result = page.evaluate("submit('ignored', 'a prompt', 3)")
+    assert re.fullmatch(r"task\([A-Z0-9]{7}\)", result[0]) and result[1:] == ["a prompt", 3]
+    assert page.evaluate("submit('x')[0]") != result[0]
+    page.evaluate("switch_to_inpaint()")
+    page.wait_for_function("get_tab_index('mode_img2img') === 1", timeout=10000)
+    result = page.evaluate("submit_img2img(null, null, 'p')")
+    assert result[0].startswith("task(") and result[1:] == [1, "p"]
+    page.evaluate("switch_to_img2img()")
+    page.wait_for_function("get_tab_index('mode_img2img') === 0", timeout=10000)
+    page.evaluate("switch_to_txt2img()")
+    page.wait_for_function("get_uiCurrentTab().innerText === 'txt2img'", timeout=10000)
+
+
 def test_the_chosen_localization_translates_the_page(page):
     assert page.evaluate("getTranslation('Generate')") == "Erzeugen"
     assert page.inner_text("#txt2img_generate") == "Erzeugen"

@@ -57,6 +57,7 @@ ADDONS: dict[str, str] = {
     "modules.ui": "modules.a1111.addons.ui",
     "modules.extensions": "modules.a1111.addons.extensions",
     "modules.processing": "modules.a1111.addons.processing",
+    "modules.cmd_args": "modules.a1111.addons.cmd_args",
     # owned by their modules; only the clear missing-name error is added here
     "modules.images": None,
     "modules.scripts": None,

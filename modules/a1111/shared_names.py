@@ -96,12 +96,19 @@ class TotalTQDM:
 total_tqdm = TotalTQDM()
 
 
+SHARED_ITEMS = ("list_checkpoint_tiles", "refresh_checkpoints", "list_samplers")
+
+
 def lookup(name: str) -> Any:
     """The A1111 ``shared`` name ``name`` (``modules.shared``'s fallback)."""
     if name in __all__:
         return globals()[name]
     if name == "latent_upscale_modes":
         return latent_upscale_modes_table()
+    if name in SHARED_ITEMS:   # A1111's shared re-exports these functions of shared_items
+        from modules.a1111 import shared_items
+
+        return getattr(shared_items, name)
     if name == "sd_upscalers":
         from modules.a1111 import upscalers
 
