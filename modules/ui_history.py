@@ -124,7 +124,8 @@ def _thumbnail(path: str, roots: list[Path]) -> str:
 
 
 def history_list_html(entries: list[HistoryEntry], roots: list[Path], selected: str = "") -> str:
-    """The past jobs, newest first: a picture, when, status, tab, prompt, how many files; a row click selects it."""
+    """The past jobs, newest first: a picture, when (finished, else queued), status, tab, prompt, how many files;
+    a row click selects it."""
     if not entries:
         return "<div class='history-empty'>No jobs in the history yet. Generate something on txt2img or img2img.</div>"
     rows = []
@@ -137,7 +138,7 @@ def history_list_html(entries: list[HistoryEntry], roots: list[Path], selected: 
             f"title='{html.escape(e.id)}'><td>{picture}</td><td>{when(e.finished or e.created)}</td>"
             f"<td>{status_badge(e.status)}</td><td>{html.escape(e.kind)}</td>"
             f"<td class='history-prompt'>{html.escape(summary(e.params)[:300])}</td><td>{len(e.files)}</td></tr>")
-    return ("<table><tr><th></th><th>Finished</th><th>Status</th><th>Tab</th><th>Prompt</th><th>Files</th></tr>"
+    return ("<table><tr><th></th><th>When</th><th>Status</th><th>Tab</th><th>Prompt</th><th>Files</th></tr>"
             + "".join(rows) + "</table>")
 
 
