@@ -23,7 +23,8 @@ function historySelect(taskId) {
    they leave it. Tab changes are reported only after the page has shown every tab once (javascript/webui.js), so
    loading the page never scans the output folders. */
 let historyLastTab = "";
-onUiTabChange(() => {
+
+function historyTabChanged() {
     const tab = get_uiCurrentTab();
     const id = tab ? tab.dataset.tabId || "" : "";
     if (id === historyLastTab) {
@@ -39,4 +40,13 @@ onUiTabChange(() => {
         click("image_browser_open");
     }
     historyLastTab = id;
-});
+}
+
+// this file loads before webui.js (which defines onUiTabChange): register once it is there
+(function historyRegister() {
+    if (typeof onUiTabChange === "function") {
+        onUiTabChange(historyTabChanged);
+    } else {
+        setTimeout(historyRegister, 20);
+    }
+})();

@@ -124,7 +124,8 @@ def _thumbnail(path: str, roots: list[Path]) -> str:
 
 
 def history_list_html(entries: list[HistoryEntry], roots: list[Path], selected: str = "") -> str:
-    """The past jobs, newest first: a picture, when, status, tab, prompt, how many files; a row click selects it."""
+    """The past jobs, newest first: a picture, when (finished, else queued), status, tab, prompt, how many files;
+    a row click selects it."""
     if not entries:
         return "<div class='history-empty'>No jobs in the history yet. Generate something on txt2img or img2img.</div>"
     rows = []
@@ -137,7 +138,7 @@ def history_list_html(entries: list[HistoryEntry], roots: list[Path], selected: 
             f"title='{html.escape(e.id)}'><td>{picture}</td><td>{when(e.finished or e.created)}</td>"
             f"<td>{status_badge(e.status)}</td><td>{html.escape(e.kind)}</td>"
             f"<td class='history-prompt'>{html.escape(summary(e.params)[:300])}</td><td>{len(e.files)}</td></tr>")
-    return ("<table><tr><th></th><th>Finished</th><th>Status</th><th>Tab</th><th>Prompt</th><th>Files</th></tr>"
+    return ("<table><tr><th></th><th>When</th><th>Status</th><th>Tab</th><th>Prompt</th><th>Files</th></tr>"
             + "".join(rows) + "</table>")
 
 
@@ -254,6 +255,7 @@ def history_tab(runtime: Any, tabs: Any, t2i: Any, i2i: Any, i2i_widgets: dict[s
     selected = gr.State("")
     selected_image = gr.State(0)
     shown = gr.State("")   # what the list showed last (rendered again only when it changes)
+    preview_shown = gr.State("-")   # "<task id>:<preview number>" of the live preview shown
 
     def list_update(page_no: int, selected_id: str, last: str, force: bool = False):
         entries = runtime.queue.history(limit=PAGE_SIZE + 1, offset=page_no * PAGE_SIZE)
@@ -265,10 +267,12 @@ def history_tab(runtime: Any, tabs: Any, t2i: Any, i2i: Any, i2i_widgets: dict[s
             return gr.skip(), gr.skip(), last
         return history_list_html(entries, roots(), selected_id), label, key
 
-    def tick(page_no, selected_id, last):
+    def tick(page_no, selected_id, last, preview_key):
+        """The queue; the live preview only when it changed (a new job or a newer picture); the list if it changed."""
         current = runtime.queue.current
-        image = current.state.current_image if current is not None else None
-        return (queue_html(runtime.queue), image, *list_update(page_no, selected_id, last))
+        key = f"{current.id}:{current.state.id_live_preview}" if current is not None else ""
+        image = gr.skip() if key == preview_key else (current.state.current_image if current is not None else None)
+        return (queue_html(runtime.queue), image, key, *list_update(page_no, selected_id, last))
 
     def refresh_all(page_no, selected_id):
         return (queue_html(runtime.queue), *list_update(page_no, selected_id, "", force=True))
@@ -298,7 +302,8 @@ def history_tab(runtime: Any, tabs: Any, t2i: Any, i2i: Any, i2i_widgets: dict[s
         return queue_html(runtime.queue), f"<div>{verb} {html.escape(job.id)}.</div>"
 
     list_outputs = [list_box, page_label, shown]
-    timer.tick(tick, [page, selected, shown], [queue_box, preview, *list_outputs], queue=False,
+    timer.tick(tick, [page, selected, shown, preview_shown], [queue_box, preview, preview_shown, *list_outputs],
+               queue=False,
                show_progress="hidden")
     open_button.click(lambda p, s: (gr.Timer(active=True), *refresh_all(p, s)), [page, selected],
                       [timer, queue_box, *list_outputs], queue=False, show_progress="hidden")

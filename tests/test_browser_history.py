@@ -16,7 +16,8 @@ import requests
 from tests.test_browser import (CHROMIUM, browser_page, running_app, server_log, set_slider,
                                 tiny_model_data_dir)
 
-pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed")
+pytestmark = [pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed"),
+              pytest.mark.timeout(1200)]   # two server starts; minutes each on a busy machine
 
 PROMPT = "a blue square on a red background"
 SEED = "4321"
@@ -55,9 +56,9 @@ def model_loaded(log: Path, timeout: float = 600):
     yield
 
 
-def test_queue_history_restart_and_image_browser(data_dir, tmp_path_factory, tmp_path):
+def test_a_waiting_job_says_in_queue_and_is_cancelled_from_the_history_tab(data_dir, tmp_path_factory, tmp_path):
+    """A job generated on txt2img (the later tests find it); a second one waits behind a long API job."""
     log = server_log(tmp_path_factory)
-    # 1. a job generated on txt2img; a second one waits behind a long API job: "In queue", cancelled from History
     with running_app(data_dir, log, "--api") as url, model_loaded(log), browser_page(url) as page:
         page.fill("#txt2img_prompt textarea", PROMPT)
         page.fill("#txt2img_seed input", SEED)
@@ -91,62 +92,73 @@ def test_queue_history_restart_and_image_browser(data_dir, tmp_path_factory, tmp
         wait_text(page, "#history_list", "cancelled", timeout=20000)
         long_job.join(60)
 
-    # 2. after a restart the history still has the job; its send-to fills txt2img
+@pytest.fixture(scope="module")
+def restarted(data_dir, tmp_path_factory):
+    """The page of the app started again on the same data dir."""
+    log = server_log(tmp_path_factory)
     with running_app(data_dir, log) as url, model_loaded(log), browser_page(url) as page:
-        open_tab(page, "History")
-        wait_text(page, "#history_list", PROMPT, timeout=20000)
-        row = page.locator(f"#history_list tr.history-row:has-text('{PROMPT}')")
-        assert row.locator("img.history-thumb").count() == 1          # its picture
-        row.click()
-        wait_text(page, "#history_detail_info", f"Seed: {SEED}", timeout=20000)
-        page.wait_for_selector("#history_gallery img", timeout=20000)
-        shot(page, "history-after-restart", tmp_path)
-        page.fill("#txt2img_prompt textarea", "something else")   # hidden tab: the send must replace it
-        page.click("#history_send_txt2img")
-        page.wait_for_function(
-            "([p]) => document.querySelector('#txt2img_prompt textarea').value === p", arg=[PROMPT], timeout=20000)
-        assert page.input_value("#txt2img_seed input") == SEED
-        assert page.locator("#tab_txt2img").is_visible()
+        yield page
 
-        # 3. the image browser: the picture with its PNG info, the filter, delete with a confirmation
-        open_tab(page, "Image Browser")
-        page.wait_for_selector("#image_browser_gallery img", timeout=20000)
-        wait_text(page, "#image_browser_page_label", "of ")
-        page.fill("#image_browser_search textarea, #image_browser_search input", "BLUE SQUARE")
-        page.click("#image_browser_search_button")
-        wait_text(page, "#image_browser_page_label", "of 1")
-        page.locator("#image_browser_gallery img").first.click()
-        wait_text(page, "#image_browser_info", PROMPT, timeout=20000)
-        assert f"Seed: {SEED}" in page.inner_text("#image_browser_info")
-        page.wait_for_selector("#image_browser_image img", timeout=20000)
-        shot(page, "image-browser", tmp_path)
 
-        page.fill("#image_browser_search textarea, #image_browser_search input", "no picture has these words")
-        page.click("#image_browser_search_button")
-        wait_text(page, "#image_browser_page_label", "No pictures match")
-        assert page.locator("#image_browser_gallery img").count() == 0
-        page.fill("#image_browser_search textarea, #image_browser_search input", "")
-        page.fill("#image_browser_date_from input, #image_browser_date_from textarea", "31.12.2024")
-        page.click("#image_browser_search_button")
-        wait_text(page, "#image_browser_error", "YYYY-MM-DD")
-        page.fill("#image_browser_date_from input, #image_browser_date_from textarea", "")
-        page.fill("#image_browser_search textarea, #image_browser_search input", PROMPT)
-        page.click("#image_browser_search_button")
-        wait_text(page, "#image_browser_page_label", "of 1")
-        page.locator("#image_browser_gallery img").first.click()
-        wait_text(page, "#image_browser_info", PROMPT, timeout=20000)
+def test_the_history_shows_the_job_after_a_restart_and_sends_it_to_txt2img(restarted, tmp_path):
+    page = restarted
+    open_tab(page, "History")
+    wait_text(page, "#history_list", PROMPT, timeout=20000)
+    row = page.locator(f"#history_list tr.history-row:has-text('{PROMPT}')")
+    assert row.locator("img.history-thumb").count() == 1          # its picture
+    row.click()
+    wait_text(page, "#history_detail_info", f"Seed: {SEED}", timeout=20000)
+    page.wait_for_selector("#history_gallery img", timeout=20000)
+    shot(page, "history-after-restart", tmp_path)
+    page.evaluate("() => { const t = document.querySelector('#txt2img_prompt textarea'); t.value = 'something else';"
+                  " updateInput(t); }")   # the send must replace what is there
+    page.click("#history_send_txt2img")
+    page.wait_for_function(
+        "([p]) => document.querySelector('#txt2img_prompt textarea').value === p", arg=[PROMPT], timeout=20000)
+    assert page.input_value("#txt2img_seed input") == SEED
+    assert page.locator("#tab_txt2img").is_visible()
 
-        pictures = sorted((data_dir / "outputs" / "txt2img-images").rglob("*.png"))
-        ours = [p for p in pictures if PROMPT in p.read_bytes().decode("latin-1")]
-        assert len(ours) == 1
-        page.click("#image_browser_delete")
-        page.wait_for_selector("#image_browser_confirm", state="visible", timeout=20000)
-        wait_text(page, "#image_browser_confirm", "trash")
-        shot(page, "image-browser-confirm", tmp_path)
-        assert ours[0].exists()                          # nothing happens before the confirmation
-        page.click("#image_browser_confirm_delete")
-        wait_text(page, "#image_browser_status", "Moved to", timeout=20000)
-        assert not ours[0].exists()
-        trashed = list((data_dir / "outputs" / "trash").rglob(ours[0].name))
-        assert len(trashed) == 1 and trashed[0].read_bytes()[:4] == b"\x89PNG"
-        wait_text(page, "#image_browser_page_label", "No pictures match")
+
+def test_the_image_browser_lists_filters_and_asks_before_moving_to_the_trash(restarted, data_dir, tmp_path):
+    page = restarted
+    open_tab(page, "Image Browser")
+    page.wait_for_selector("#image_browser_gallery img", timeout=20000)
+    wait_text(page, "#image_browser_page_label", "of ")
+    page.fill("#image_browser_search textarea, #image_browser_search input", "BLUE SQUARE")
+    page.click("#image_browser_search_button")
+    wait_text(page, "#image_browser_page_label", "of 1")
+    page.locator("#image_browser_gallery img").first.click()
+    wait_text(page, "#image_browser_info", PROMPT, timeout=20000)
+    assert f"Seed: {SEED}" in page.inner_text("#image_browser_info")
+    page.wait_for_selector("#image_browser_image img", timeout=20000)
+    shot(page, "image-browser", tmp_path)
+
+    page.fill("#image_browser_search textarea, #image_browser_search input", "no picture has these words")
+    page.click("#image_browser_search_button")
+    wait_text(page, "#image_browser_page_label", "No pictures match")
+    assert page.locator("#image_browser_gallery img").count() == 0
+    page.fill("#image_browser_search textarea, #image_browser_search input", "")
+    page.fill("#image_browser_date_from input, #image_browser_date_from textarea", "31.12.2024")
+    page.click("#image_browser_search_button")
+    wait_text(page, "#image_browser_error", "YYYY-MM-DD")
+    page.fill("#image_browser_date_from input, #image_browser_date_from textarea", "")
+    page.fill("#image_browser_search textarea, #image_browser_search input", PROMPT)
+    page.click("#image_browser_search_button")
+    wait_text(page, "#image_browser_page_label", "of 1")
+    page.locator("#image_browser_gallery img").first.click()
+    wait_text(page, "#image_browser_info", PROMPT, timeout=20000)
+
+    pictures = sorted((data_dir / "outputs" / "txt2img-images").rglob("*.png"))
+    ours = [p for p in pictures if PROMPT in p.read_bytes().decode("latin-1")]
+    assert len(ours) == 1
+    page.click("#image_browser_delete")
+    page.wait_for_selector("#image_browser_confirm", state="visible", timeout=20000)
+    wait_text(page, "#image_browser_confirm", "trash")
+    shot(page, "image-browser-confirm", tmp_path)
+    assert ours[0].exists()                          # nothing happens before the confirmation
+    page.click("#image_browser_confirm_delete")
+    wait_text(page, "#image_browser_status", "Moved to", timeout=20000)
+    assert not ours[0].exists()
+    trashed = list((data_dir / "outputs" / "trash").rglob(ours[0].name))
+    assert len(trashed) == 1 and trashed[0].read_bytes()[:4] == b"\x89PNG"
+    wait_text(page, "#image_browser_page_label", "No pictures match")

@@ -38,9 +38,9 @@ def test_head_loads_the_page_api_then_each_active_extension_in_order(data_dir):
     extensions.discover(ext, disabled=["off"])
     head = page.head_html(data_dir)
     srcs = [line.split('src="file=')[1].split("?")[0] for line in head.splitlines() if "<script" in line]
-    app_scripts = sorted(f.name for f in page.APP_JAVASCRIPT_DIR.glob("*.js"))     # the app's own, by name
-    assert "webui.js" in app_scripts
-    assert [Path(s).name for s in srcs] == [*app_scripts, "one.js", "a.mjs", "z.js"]
+    own = sorted(f.name for f in page.APP_JAVASCRIPT_DIR.glob("*") if f.suffix in page.SCRIPT_SUFFIXES)
+    assert "webui.js" in own
+    assert [Path(s).name for s in srcs] == [*own, "one.js", "a.mjs", "z.js"]
     assert '<script type="module" src="file=' + str(ext / "b-second" / "javascript" / "a.mjs") in head
     links = [line.split('href="file=')[1].split("?")[0] for line in head.splitlines() if "<link" in line]
     assert links == [str(ext / "b-second" / "style.css"), str(data_dir / "user.css")]
