@@ -245,7 +245,8 @@ class ExtraNetworksUI:
                     str(m.get("description") or ""), str(m.get("notes") or ""),
                     gr.update(value=str(m.get("activation text") or ""), visible=is_lora_like),
                     gr.update(value=str(m.get("negative text") or ""), visible=is_lora_like),
-                    gr.update(value=network_cards._number(m.get("preferred weight")), visible=is_lora_like),
+                    gr.update(value=min(max(network_cards._number(m.get("preferred weight")), 0.0), 2.0),
+                              visible=is_lora_like),
                     {"page": card.page, "name": card.name}, ""]
 
         self.edit_button.click(open_editor, self.request,
