@@ -902,7 +902,10 @@ def create_ui(runtime: Runtime) -> gr.Blocks:
         with gr.Row(elem_id="quicksettings"):
             titles = checkpoint_choices(runtime)
             ckpt = gr.Dropdown(titles, value=runtime.opts.sd_model_checkpoint or (titles[0] if titles else None),
-                               label="Stable Diffusion checkpoint", elem_id="setting_sd_model_checkpoint", scale=4)
+                               label="Stable Diffusion checkpoint", elem_id="setting_sd_model_checkpoint", scale=4,
+                               # a checkpoint hashed on its first load changes title ("x" -> "x [hash]"): a second
+                               # event still holding the old title must not be refused as "not in the list"
+                               allow_custom_value=True)
             refresh = gr.Button("🔄", elem_id="refresh_sd_model_checkpoint", scale=0, min_width=40)
             ckpt_status = gr.HTML(elem_id="sd_checkpoint_status")
             quick = settings_ui.quicksettings(runtime)     # the other options of quicksettings_list
