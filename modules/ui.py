@@ -16,7 +16,6 @@ from PIL import Image
 from pydantic import ValidationError
 
 from modules import extension_git, extensions, page, script_callbacks, settings_ui
-from modules.a1111 import options as extension_options
 from modules import infotext as infotext_mod
 from modules.runtime import Runtime
 
