@@ -17,10 +17,9 @@ from pydantic import ValidationError
 
 from modules import extension_git, extensions, page, script_callbacks, settings_ui, ui_history, ui_image_browser
 from modules import ui_extra_networks, ui_styles
-from modules.a1111 import component_hooks, options as extension_options
+from modules.a1111 import component_hooks
 from modules import infotext as infotext_mod
 from modules import ui_habits
-from modules.options import Options
 from modules.runtime import Runtime
 
 log = logging.getLogger(__name__)

@@ -10,8 +10,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from tests.test_browser import (CHROMIUM, browser_page, running_app, server_log, set_slider,
-                                tiny_model_data_dir)
+from tests.test_browser import CHROMIUM, running_app, server_log, set_slider, tiny_model_data_dir
 
 pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed")
 
@@ -27,9 +26,22 @@ def server(tiny_models_dir, tiny_configs_dir, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def page(server):
-    with browser_page(server.url) as page:
-        page.set_viewport_size({"width": 1280, "height": 1000})
-        yield page
+    """As ``browser_page``, with the page's start given more time (on a busy machine it takes over 30 s)."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True,
+                                    args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                                          "--disable-component-update", "--no-first-run", "--disable-sync"])
+        page = browser.new_page(viewport={"width": 1280, "height": 1000})
+        page.goto(server.url)
+        page.wait_for_function("window.webuiPage && webuiPage.uiLoaded", timeout=120000)
+        page.wait_for_function("document.querySelector('#txt2img_width input[type=number]')?.value === '64'",
+                               timeout=120000)
+        try:
+            yield page
+        finally:
+            browser.close()
 
 
 @pytest.fixture(scope="module")
