@@ -43,7 +43,8 @@ def cluster(tmp_path_factory):
     ray.init(num_cpus=2, include_dashboard=False, namespace="sd-webui-test", log_to_driver=False,
              _temp_dir=str(tmp_path_factory.mktemp("ray")))
     rt = make_runtime(tmp_path_factory.mktemp("front"))
-    rt.workers = ray_workers.RayWorkerPool(rt, cpu_workers=2, sync_interval=0.5)
+    rt.workers = ray_workers.start(rt, "auto", 2)   # what app.py does with --ray-address (Ray is already up here)
+    assert rt.args.skip_load_model_at_start and rt.models.current is None   # the front end loads no model
     rt.workers.wait_ready(2, timeout=TIMEOUT)
     yield rt
     rt.queue.close(timeout=10)

@@ -247,8 +247,8 @@ class Api:
                     models.load(previous.sd_checkpoint_info.title)
             if not restore:
                 for key, value in overrides.items():
-                    if key == "sd_model_checkpoint":
-                        opts.sd_model_checkpoint = models.current.sd_checkpoint_info.title
+                    if key == "sd_model_checkpoint":   # the job's model (with Ray workers none is loaded here)
+                        opts.sd_model_checkpoint = processed.p.sd_model.sd_checkpoint_info.title
                     else:
                         opts.set(key, value)
             return JobOutput(value=(processed, info), infotext=processed.info, files=list(processed.files),
