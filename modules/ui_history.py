@@ -82,6 +82,8 @@ def queue_html(queue: Any) -> str:
     """The running job (progress as on the generation tabs) and the jobs waiting, each with a Cancel button."""
     from modules.ui import progress_html
 
+    if queue is None:           # a page built without a running queue (tests, --nowebui tools)
+        return "<div class='history-section history-empty'>The job queue is not running.</div>"
     current, pending = queue.current, queue.pending()
     parts = ["<div class='history-section'>"]
     if current is not None:

@@ -65,7 +65,7 @@ BROKEN_EXTENSION = """
     from modules import script_callbacks
 
     def after(component, **kwargs):
-        if kwargs["elem_id"] == "txt2img_steps":
+        if kwargs.get("elem_id") == "txt2img_steps":
             raise RuntimeError("cannot handle the steps slider")
 
     script_callbacks.on_after_component(after)
