@@ -68,6 +68,8 @@ _OLD = "this web UI has only A1111's current behaviour, not the old one"
 
 # key -> (the only value accepted, why)
 FIXED: dict[str, tuple[Any, str]] = {
+    "hires_fix_show_sampler": (True, "the hires sampler and schedule are always in the hires fix's sub-accordion"),
+    "hires_fix_show_prompts": (True, "the hires prompts are always in the hires fix's sub-accordion"),
     "sd_checkpoint_cache": (0, "checkpoints kept in memory are set by sd_checkpoints_limit (obsolete in A1111 too)"),
     "sd_checkpoints_keep_in_cpu": (True, _CPU),
     "sd_vae_checkpoint_cache": (0, "VAE files are loaded when selected, not cached"),
@@ -212,8 +214,6 @@ REFUSED: dict[str, str] = {
     "ui_reorder_list": _R_LAYOUT, "compact_prompt_box": _R_LAYOUT, "samplers_in_dropdown": _R_LAYOUT,
     "dimensions_and_batch_together": _R_LAYOUT, "txt2img_settings_accordion": _R_LAYOUT,
     "img2img_settings_accordion": _R_LAYOUT,
-    "hires_fix_show_sampler": "the hires checkpoint/sampler fields are API-only in this web UI",
-    "hires_fix_show_prompts": "the hires prompt fields are API-only in this web UI",
     "sd_checkpoint_dropdown_use_short": "the checkpoint dropdown always shows A1111's titles",
     "show_progress_in_title": "the page's title does not show progress in this web UI",
     "gallery_height": "the gallery sizes itself to the image in this web UI",
