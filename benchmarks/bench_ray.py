@@ -114,7 +114,8 @@ def main() -> None:
           f"1 torch thread per process\n")
     print("| measure | in-process | Ray | ratio |\n|---|---|---|---|")
     print(f"| wall per job, one at a time (Ray: 1 CPU worker) | {local_wall / args.jobs:.3f} s | "
-          f"{ray_wall / args.jobs:.3f} s | {ray_wall / local_wall:.2f} (overhead {100 * (ray_wall / local_wall - 1):+.0f} %) |")
+          f"{ray_wall / args.jobs:.3f} s | {ray_wall / local_wall:.2f} "
+          f"(overhead {100 * (ray_wall / local_wall - 1):+.0f} %) |")
     print(f"| submit → first step (median) | {local_first * 1000:.0f} ms | {ray_first * 1000:.0f} ms | "
           f"{ray_first / local_first:.2f} |")
     print(f"| {args.jobs} jobs at once: 2 CPU workers vs 1 (one at a time) | {ray_wall:.2f} s | {two[0]:.2f} s | "

@@ -156,7 +156,8 @@ class WorkerHandle:
     last: dict[str, Any] = field(default_factory=dict)   # what the last job reported (controls, steps done)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "status": self.status, "device": self.info.get("device", "gpu" if self.gpu else "cpu"),
+        device = self.info.get("device", "gpu" if self.gpu else "cpu")
+        return {"name": self.name, "status": self.status, "device": device,
                 "node": self.info.get("node"), "pid": self.info.get("pid"), "loaded_models": list(self.loaded),
                 "running": self.running, "jobs_done": self.jobs_done}
 

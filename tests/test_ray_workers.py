@@ -129,6 +129,29 @@ def test_a_worker_killed_mid_job_is_replaced_and_the_job_is_retried_on_another(c
     assert newcomer.name in {j.result(TIMEOUT).value.worker for j in jobs}
 
 
+def test_a_job_whose_retry_dies_too_fails_clearly_and_the_front_end_goes_on(cluster):
+    from modules.ray_workers import WorkerLost
+
+    ready = lambda: [w for w in cluster.workers.workers if w.status == "ready"]  # noqa: E731
+    wait_until(lambda: len(ready()) == 2)
+    job = cluster.submit("txt2img", StableDiffusionProcessingTxt2Img(prompt="a red star", seed=9,
+                                                                     **{**LONG, "steps": 200}))
+    wait_until(lambda: job.state.sampling_step >= 2)
+    first = next(w for w in cluster.workers.workers if w.running == job.id)
+    os.kill(first.info["pid"], signal.SIGKILL)
+    wait_until(lambda: any(w.running == job.id and w is not first for w in cluster.workers.workers)
+               and job.state.sampling_step >= 1)
+    second = next(w for w in cluster.workers.workers if w.running == job.id)
+    os.kill(second.info["pid"], signal.SIGKILL)
+    with pytest.raises(WorkerLost, match="retried once and is given up"):
+        job.result(TIMEOUT)
+    entry = cluster.queue.history_entry(job.id)
+    assert entry.status is JobStatus.FAILED and first.name in entry.error and second.name in entry.error
+    wait_until(lambda: len(ready()) == 2)   # both replaced; the queue still serves
+    assert len(cluster.submit("txt2img", StableDiffusionProcessingTxt2Img(prompt="x", **SMALL)).result(
+        TIMEOUT).value.images) == 1
+
+
 def test_compatible_jobs_are_batched_on_the_workers_and_equal_their_solo_runs(cluster, local):
     cluster.opts.batch_compatible_jobs = 4
     try:
