@@ -66,7 +66,10 @@ function extraNetworksToggle(value, text) {
         return {value: extraNetworksCut(value, found.start, found.end), removed: true};
     }
     const base = value.replace(/\s+$/, "");
-    return {value: base ? `${base} ${text}` : text, removed: false};
+    // A1111's extra_networks_add_text_separator: what goes between the prompt and the added text
+    const sep = typeof opts !== "undefined" && typeof opts.extra_networks_add_text_separator === "string"
+        ? opts.extra_networks_add_text_separator : " ";
+    return {value: base ? `${base}${sep}${text}` : text, removed: false};
 }
 
 function extraNetworksSetText(textarea, value) {

@@ -122,8 +122,6 @@ class Options(BaseModel):
     limit_input_pixels: int = Field(4096 * 4096 * 2, ge=64 * 64, le=2**31, description="Most decoded pixels of all images in one request together")
     limit_prompt_tokens: int = Field(1000, ge=75, le=100000, description="Longest prompt, in CLIP tokens")
     limit_and_parts: int = Field(20, ge=1, le=1000, description="Most AND parts in one prompt")
-    # Extra Networks
-    extra_networks_default_multiplier: float = Field(1.0, ge=0.0, le=2.0, description="Default multiplier for extra networks")
     # Extensions
     disabled_extensions: list[str] = Field(default_factory=list, description="Disabled extensions")
     localization: str = Field("None", description="Localization: the name of a localizations/*.json of an extension, or None (requires restart)")

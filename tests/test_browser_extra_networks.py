@@ -119,6 +119,15 @@ def test_the_prompt_toggle_as_a1111(page, value, text, expected):
     assert (result["value"], result["removed"]) == expected
 
 
+def test_the_added_text_follows_the_separator_setting(page):
+    result = page.evaluate("""([v, t]) => {
+        const before = opts.extra_networks_add_text_separator;
+        opts.extra_networks_add_text_separator = ", ";
+        try { return extraNetworksToggle(v, t); } finally { opts.extra_networks_add_text_separator = before; }
+    }""", ["a cat", "<lora:x:1>"])
+    assert result["value"] == "a cat, <lora:x:1>"
+
+
 def test_search_filters_the_cards(page):
     open_page(page, "txt2img", "Lora")
     page.fill("#txt2img_lora_extra_search textarea, #txt2img_lora_extra_search input", "ink")
