@@ -264,7 +264,7 @@ def history_tab(runtime: Any, tabs: Any, t2i: Any, i2i: Any, i2i_widgets: dict[s
         more = len(entries) > PAGE_SIZE
         entries = entries[:PAGE_SIZE]
         key = repr([(e.id, e.status.value, e.finished, len(e.files)) for e in entries]) + selected_id
-        label = f"Page {page_no + 1}" + ("" if more else " (oldest)")
+        label = f"Page {page_no + 1}" + ("" if more else " — no older jobs")
         if key == last and not force:
             return gr.skip(), gr.skip(), last
         return history_list_html(entries, roots(), selected_id), label, key

@@ -116,7 +116,7 @@ def test_the_history_shows_the_job_after_a_restart_and_sends_it_to_txt2img(resta
     page.wait_for_function(
         "([p]) => document.querySelector('#txt2img_prompt textarea').value === p", arg=[PROMPT], timeout=20000)
     assert page.input_value("#txt2img_seed input") == SEED
-    assert page.locator("#tab_txt2img").is_visible()
+    page.wait_for_selector("#tab_txt2img", state="visible", timeout=20000)   # and the txt2img tab is shown
 
 
 def test_the_image_browser_lists_filters_and_asks_before_moving_to_the_trash(restarted, data_dir, tmp_path):
