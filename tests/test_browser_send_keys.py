@@ -65,10 +65,19 @@ def open_accordion(page, elem_id: str) -> None:
 
 
 def right_click(page, selector: str) -> None:
-    """A person's right-click (Playwright's click waits for the page to settle, which a running job never does)."""
-    page.evaluate("(s) => document.querySelector(s).scrollIntoView({block: 'center'})", selector)
-    box = page.locator(selector).bounding_box()
-    page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2, button="right")
+    """A person's right-click, until the context menu shows (Playwright's click waits for the page to settle, which
+    a running job never does; a scroll still under way moves the button away from the pointer)."""
+    for _ in range(5):
+        page.locator(selector).scroll_into_view_if_needed()
+        page.wait_for_timeout(300)
+        box = page.locator(selector).bounding_box()
+        page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2, button="right")
+        try:
+            page.wait_for_selector("#context-menu", timeout=3000)
+            return
+        except Exception:  # noqa: BLE001 - try again
+            continue
+    raise AssertionError("no context menu after a right-click on " + selector)
 
 
 def images(data_dir: Path) -> list[Path]:
@@ -260,7 +269,6 @@ def test_generate_forever_repeats_until_cancelled(page, server):
         time.sleep(0.3)
     assert len(images(server.data_dir)) >= before + 3, "Generate forever made fewer than 3 jobs"
     right_click(page, "#txt2img_generate")
-    page.wait_for_selector("#context-menu", timeout=10000)
     shot(page, "forever-menu")
     page.click("#context-menu li:has-text('Cancel generate forever')")
     page.wait_for_function("document.querySelector('#txt2img_progress [data-job-end]')", timeout=60000)
