@@ -22,4 +22,21 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
     "$VENV/bin/python" -c "import torch, sys; v = torch.__version__; sys.exit(0 if v.startswith('2.13.0') else f'torch {v} was installed instead of 2.13.0')"
     echo "$want" > "$stamp"
 fi
-exec "$VENV/bin/python" app.py "$@"
+# "Restart the app" (Extensions tab) and /sdapi/v1/server-restart end the app with code 75 (modules/restart.py);
+# it is then started again, with the same flags. Any other exit ends this script with that code. Ctrl+C / SIGTERM
+# given to this script are passed on to the app.
+export SD_WEBUI_RESTART=1
+pid=
+trap '[ -n "$pid" ] && kill -TERM "$pid" 2>/dev/null' INT TERM
+while true; do
+    "$VENV/bin/python" app.py "$@" <&0 &
+    pid=$!
+    code=0
+    wait "$pid" || code=$?
+    while kill -0 "$pid" 2>/dev/null; do        # a trapped signal ended the wait: wait for the app's own exit
+        code=0
+        wait "$pid" || code=$?
+    done
+    [ "$code" -eq 75 ] || exit "$code"
+    echo "Restarting the web UI"
+done

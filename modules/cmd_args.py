@@ -38,6 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--skip-install", action="store_true", help="do not run extensions' install.py")
     p.add_argument("--enable-insecure-extension-access", action="store_true",
                    help="allow installing and updating extensions from the page even when listening on the network")
+    p.add_argument("--api-server-stop", action="store_true",
+                   help="add A1111's /sdapi/v1/server-restart, server-stop and server-kill routes to the API")
     p.add_argument("--extension-timeout", type=float, default=60.0,
                    help="seconds an extension's hook or callback may run before it is abandoned and its extension "
                         "switched off (0: no limit; a script's run() and ui() are never timed)")

@@ -168,8 +168,8 @@ def ui_install(args: Any, extensions_dir: Path, url: str, dirname: str = "", bra
         target = install_from_url(extensions_dir, url, dirname, branch)
     except ExtensionGitError as e:
         return _error(f"Not installed: {e}")
-    return (f"<p>Installed into <code>{html.escape(str(target))}</code>. Restart the app to load "
-            f"{html.escape(target.name)}.</p>")
+    return (f"<p>Installed into <code>{html.escape(str(target))}</code>. To load "
+            f"{html.escape(target.name)}, press <b>Restart the app</b> in the Installed tab.</p>")
 
 
 def _git_extensions() -> list[extensions.Extension]:
@@ -205,7 +205,7 @@ def ui_update(args: Any) -> str:
             lines.append(_error(f"{ext.name}: not updated: {e}"))
     if not lines:
         return "<p>Every extension is up to date.</p>"
-    return "".join(lines) + "<p>Restart the app to load the new versions.</p>"
+    return "".join(lines) + "<p>To load the new versions, press <b>Restart the app</b>.</p>"
 
 
 def create_install_ui(runtime: Any) -> None:
@@ -226,13 +226,28 @@ def create_install_ui(runtime: Any) -> None:
                   [url, branch, dirname], result)
 
 
+def ui_restart(args: Any) -> str:
+    """The "Restart the app" button: what an install, an update or an enabled extension needs to take effect."""
+    from modules import restart
+
+    if (refused := access_refused(args)) is not None:
+        return _error(refused)
+    try:
+        restart.restart()
+    except RuntimeError as e:
+        return _error(str(e))
+    return "<p class='restarting'>Restarting the app: reload this page in a few seconds, when it is back.</p>"
+
+
 def create_update_ui(runtime: Any) -> None:
-    """Check for updates / Update buttons (call in the Installed tab)."""
+    """Check for updates / Update / Restart buttons (call in the Installed tab)."""
     import gradio as gr
 
     with gr.Row():
         check = gr.Button("Check for updates", elem_id="extensions_check_for_updates")
         update_all = gr.Button("Update", elem_id="extensions_update")
+        restart = gr.Button("Restart the app", elem_id="extensions_restart")
     result = gr.HTML(elem_id="extensions_update_result")
     check.click(lambda: ui_check_for_updates(runtime.args), None, result)
     update_all.click(lambda: ui_update(runtime.args), None, result)
+    restart.click(lambda: ui_restart(runtime.args), None, result)

@@ -22,7 +22,7 @@ from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from modules import (batching, extensions, images, infotext, limits, merger, postprocessing, processing, ray_workers,
-                     scripts, sd_samplers, sd_vae, training)
+                     restart, scripts, sd_samplers, sd_vae, training)
 from modules.api import models as m
 from modules.api.codec import MAX_INPUT_PIXELS, ImageDecodeError, decode_image, encode_image
 from modules.api.docs import add_offline_docs
@@ -126,6 +126,10 @@ class Api:
         get(f"{PREFIX}/history", response_model=list[m.HistoryItem])(self.history)
         get(f"{PREFIX}/history/{{task_id}}", response_model=m.HistoryItem)(self.history_entry)
         get(f"{PREFIX}/history/{{task_id}}/files/{{index}}", response_class=FileResponse)(self.history_file)
+        if getattr(self.runtime.args, "api_server_stop", False):       # A1111: only with --api-server-stop
+            post(f"{PREFIX}/server-restart")(self.server_restart)
+            post(f"{PREFIX}/server-stop")(self.server_stop)
+            post(f"{PREFIX}/server-kill")(self.server_stop)
         return router
 
     # -- generation ------------------------------------------------------------------------------------------------
@@ -390,6 +394,18 @@ class Api:
 
     async def skip(self) -> None:
         self.queue.skip()
+
+    async def server_restart(self) -> dict[str, Any]:
+        """Start the app again (under ./webui.sh, modules/restart.py); 409 saying why when it cannot."""
+        try:
+            restart.restart()
+        except RuntimeError as e:
+            raise HTTPException(409, str(e)) from None
+        return {"restarting": True}
+
+    async def server_stop(self) -> dict[str, Any]:
+        restart.exit_soon(0)
+        return {"stopping": True}
 
     # -- options / flags ---------------------------------------------------------------------------------------------
     async def get_options(self) -> dict[str, Any]:
