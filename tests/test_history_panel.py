@@ -298,7 +298,7 @@ def test_a_job_waiting_behind_another_says_in_queue_not_preparing(tmp_path):
 
     class Runtime:
         queue = q
-        opts = SimpleNamespace(live_previews_enable=False)
+        opts = SimpleNamespace(live_previews_enable=False, show_progressbar=True)
 
         @staticmethod
         def submit(kind, p):

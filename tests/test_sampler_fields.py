@@ -123,4 +123,4 @@ def test_the_ui_schedule_list_follows_the_sampler():
     assert ddim["choices"] == sd_samplers.schedules_for("DDIM") and "Karras" not in ddim["choices"]
     assert ddim["value"] == "Automatic"                       # Karras is not offered with DDIM any more
     euler_a = ui.schedule_choices("Euler a", "Karras")
-    assert "Karras" in euler_a["choices"] and euler_a["value"] == "Karras"
+    assert "Karras" in euler_a["choices"] and "value" not in euler_a      # Karras stays: the value is left as it is
