@@ -78,7 +78,10 @@ class StyleEditor:
         buttons["refresh"].click(refresh, styles, [styles, self.name, buttons["message"]], queue=False)
         root = gr.context.Context.root_block
         if root is not None:     # a page (re)load shows the styles as the file has them now
-            root.load(refresh, styles, [styles, self.name, buttons["message"]], queue=False, show_progress="hidden")
+            # choices only: setting the multiselect's value on load kept the page's renderer busy (100 % CPU)
+            root.load(lambda: (gr.update(choices=_names(runtime)), gr.update(choices=_names(runtime)),
+                               _error_html(runtime)),
+                      None, [styles, self.name, buttons["message"]], queue=False, show_progress="hidden")
         buttons["edit"].click(lambda: (gr.update(visible=True), gr.update(choices=_names(runtime)),
                                        _error_html(runtime)),
                               None, [self.group, self.name, self.message], queue=False)
