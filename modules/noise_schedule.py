@@ -77,6 +77,16 @@ def check_schedule(sampler_name: str, schedule: str | None) -> None:
                          f"{sampler_name!r}")
 
 
+def check_steps(sampler_name: str, schedule: str | None, steps: int | None) -> None:
+    """Raise ``ValueError`` for step counts at which a sampler gives NaN (a black picture) from zero SNR: DPM2 a at
+    2 steps or fewer, and at 3 with Karras (measured; from 4 steps it runs)."""
+    if steps is None or not sampler_name.startswith("DPM2 a"):
+        return
+    if steps <= 2 or (steps == 3 and schedule == "Karras"):
+        raise ValueError(f"{sampler_name!r} needs at least {4 if schedule == 'Karras' else 3} sampling steps with the "
+                         f"{ZERO_TERMINAL_SNR} noise schedule (with {steps} it gives NaN: a black picture)")
+
+
 def scheduler_values(model_values: Mapping[str, Any], scheduler_class: str) -> dict[str, Any]:
     """The model's noise-schedule values (``sd_samplers``' ``_model_values``) for sampling with zero terminal SNR
     on the diffusers class ``scheduler_class``: trailing spacing, and the rescale flag or the rescaled betas."""

@@ -731,7 +731,8 @@ def _process(p: StableDiffusionProcessing) -> Processed:
     t0 = time.perf_counter()
     zero_terminal_snr = noise_schedule.enabled(opts, model)
     try:  # unknown names, pairs that cannot run and an eta the sampler cannot take fail before any work
-        sd_samplers.check(p.sampler_name, p.scheduler, eta=p.eta, opts=opts, zero_terminal_snr=zero_terminal_snr)
+        sd_samplers.check(p.sampler_name, p.scheduler, eta=p.eta, opts=opts, zero_terminal_snr=zero_terminal_snr,
+                          steps=p.steps)
         if getattr(p, "hr_sampler_name", None) or getattr(p, "hr_scheduler", None):
             sd_samplers.check(p.hr_sampler_name or p.sampler_name, p.hr_scheduler or p.scheduler, eta=p.eta, opts=opts,
                               zero_terminal_snr=zero_terminal_snr)

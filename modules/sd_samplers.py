@@ -351,13 +351,15 @@ def create_scheduler(sampler_name: str, scheduler: str | None, model_scheduler_c
 
 
 def check(sampler_name: str, scheduler: str | None, *, eta: float | None = None, opts: Options | None = None,
-          zero_terminal_snr: bool = False) -> None:
-    """Raise ``ValueError`` (saying why) for a sampler, schedule or eta this job could not run with."""
+          zero_terminal_snr: bool = False, steps: int | None = None) -> None:
+    """Raise ``ValueError`` (saying why) for a sampler, schedule, eta or step count this job could not run with."""
     name, label = resolve(sampler_name, scheduler)
     sampler = _SAMPLER_BY_KEY[name.casefold()]
     _ancestral_eta(sampler, eta, opts or Options())
     if zero_terminal_snr:
-        noise_schedule.check_schedule(sampler.name, label if label != AUTOMATIC else sampler.default_schedule)
+        schedule = label if label != AUTOMATIC else sampler.default_schedule
+        noise_schedule.check_schedule(sampler.name, schedule)
+        noise_schedule.check_steps(sampler.name, schedule, steps)
 
 
 def _ancestral_eta(sampler: _Sampler, eta: float | None, opts: Options) -> float | None:

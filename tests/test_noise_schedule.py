@@ -154,6 +154,16 @@ def test_refused_schedules_name_the_reason():
     sd_samplers.check("Euler", "DDIM")   # without zero terminal SNR the pair runs as before
 
 
+def test_dpm2_a_is_refused_at_the_step_counts_where_it_gives_nan():
+    for schedule, steps in (("Automatic", 2), ("Karras", 3)):
+        with pytest.raises(ValueError, match="needs at least .* sampling steps .* NaN"):
+            sd_samplers.check("DPM2 a", schedule, zero_terminal_snr=True, steps=steps)
+    sd_samplers.check("DPM2 a", "Karras", zero_terminal_snr=True, steps=4)
+    sd_samplers.check("DPM2 a", "Uniform", zero_terminal_snr=True, steps=3)
+    sd_samplers.check("DPM2 a", "Karras", steps=2)          # the original schedule runs at any count
+    sd_samplers.check("Euler a", "Karras", zero_terminal_snr=True, steps=2)
+
+
 def test_cfg_rescale_changes_the_picture_and_is_in_the_infotext(manager):
     model = manager.load("sd1-ztsnr.safetensors")
     _, plain = _run(model, cfg_scale=9)
