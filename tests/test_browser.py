@@ -107,6 +107,12 @@ def page(server):
         yield page
 
 
+def wait_text(page, selector: str, text: str, timeout: int = 60000) -> None:
+    """Wait until the element ``selector`` shows ``text``."""
+    page.wait_for_function("([s, t]) => (document.querySelector(s)?.innerText || '').includes(t)",
+                           arg=[selector, text], timeout=timeout)
+
+
 def set_slider(page, elem_id: str, value: int) -> None:
     box = page.locator(f"#{elem_id} input[type=number]")
     box.fill(str(value))

@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import pytest
 
 from tests.test_browser import (CHROMIUM, browser_page, running_app, server_log, set_slider,
-                                tiny_model_data_dir)
+                                tiny_model_data_dir, wait_text)
 
 pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed")
 
@@ -55,11 +55,6 @@ def server(tiny_models_dir, tiny_configs_dir, tmp_path_factory):
 def page(server):
     with browser_page(server.url) as page:
         yield page
-
-
-def wait_text(page, selector: str, text: str, timeout: int = 60000) -> None:
-    page.wait_for_function("([s, t]) => (document.querySelector(s)?.innerText || '').includes(t)", arg=[selector, text],
-                           timeout=timeout)
 
 
 def test_ctrl_enter_generates_and_the_whole_image_is_shown(page):

@@ -14,18 +14,13 @@ import pytest
 import requests
 
 from tests.test_browser import (CHROMIUM, browser_page, running_app, server_log, set_slider,
-                                tiny_model_data_dir)
+                                tiny_model_data_dir, wait_text)
 
 pytestmark = [pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed"),
               pytest.mark.timeout(1200)]   # two server starts; minutes each on a busy machine
 
 PROMPT = "a blue square on a red background"
 SEED = "4321"
-
-
-def wait_text(page, selector: str, text: str, timeout: int = 60000) -> None:
-    page.wait_for_function("([s, t]) => (document.querySelector(s)?.innerText || '').includes(t)",
-                           arg=[selector, text], timeout=timeout)
 
 
 def shot(page, name: str, tmp_path: Path) -> Path:
